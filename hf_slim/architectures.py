@@ -132,8 +132,12 @@ def register_adapter(adapter: ArchitectureAdapter, *, overwrite: bool = False) -
         raise HfSlimError(
             f"Adapter {adapter.name!r} has modality {adapter.modality!r}; expected one of {', '.join(MODALITIES)}."
         )
-    if not adapter.model_types:
-        raise HfSlimError(f"Adapter {adapter.name!r} lists no model_types.")
+    types = adapter.model_types
+    if not isinstance(types, (tuple, list)) or not types or not all(isinstance(t, str) and t for t in types):
+        raise HfSlimError(
+            f"Adapter {adapter.name!r} has model_types={types!r}; expected a non-empty tuple of model_type strings "
+            "such as ('bert',)."
+        )
     for field in _PATH_FIELDS:
         path = getattr(adapter, field)
         if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
@@ -208,14 +212,20 @@ _WAV2VEC2_LIKE = dict(
 
 register_adapter(
     ArchitectureAdapter(
-        name="bert", model_types=("bert",), modality="text", example_classes=("BertForSequenceClassification",),
+        name="bert",
+        model_types=("bert",),
+        modality="text",
+        example_classes=("BertForSequenceClassification",),
         **_BERT_LIKE,
     )
 )
 register_adapter(
     ArchitectureAdapter(
-        name="roberta", model_types=("roberta",), modality="text",
-        example_classes=("RobertaForSequenceClassification",), **_BERT_LIKE,
+        name="roberta",
+        model_types=("roberta",),
+        modality="text",
+        example_classes=("RobertaForSequenceClassification",),
+        **_BERT_LIKE,
     )
 )
 register_adapter(
@@ -240,25 +250,37 @@ register_adapter(
 )
 register_adapter(
     ArchitectureAdapter(
-        name="vit", model_types=("vit",), modality="image", example_classes=("ViTForImageClassification",),
+        name="vit",
+        model_types=("vit",),
+        modality="image",
+        example_classes=("ViTForImageClassification",),
         **_VIT_LIKE,
     )
 )
 register_adapter(
     ArchitectureAdapter(
-        name="deit", model_types=("deit",), modality="image",
-        example_classes=("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"), **_VIT_LIKE,
+        name="deit",
+        model_types=("deit",),
+        modality="image",
+        example_classes=("DeiTForImageClassification", "DeiTForImageClassificationWithTeacher"),
+        **_VIT_LIKE,
     )
 )
 register_adapter(
     ArchitectureAdapter(
-        name="wav2vec2", model_types=("wav2vec2",), modality="audio",
-        example_classes=("Wav2Vec2ForSequenceClassification",), **_WAV2VEC2_LIKE,
+        name="wav2vec2",
+        model_types=("wav2vec2",),
+        modality="audio",
+        example_classes=("Wav2Vec2ForSequenceClassification",),
+        **_WAV2VEC2_LIKE,
     )
 )
 register_adapter(
     ArchitectureAdapter(
-        name="hubert", model_types=("hubert",), modality="audio",
-        example_classes=("HubertForSequenceClassification",), **_WAV2VEC2_LIKE,
+        name="hubert",
+        model_types=("hubert",),
+        modality="audio",
+        example_classes=("HubertForSequenceClassification",),
+        **_WAV2VEC2_LIKE,
     )
 )

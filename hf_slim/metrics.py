@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 BUILTIN_METRICS = ("accuracy", "f1", "precision", "recall", "matthews_correlation")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_evaluate_metric(name: str):
     try:
         import evaluate
@@ -49,6 +49,8 @@ def classification_metrics(
         average (`str`, defaults to `"macro"`): Averaging for f1/precision/recall over classes.
         use_evaluate (`bool`, defaults to `True`): Try `evaluate.load(name)` first.
     """
+    if isinstance(metrics, str):
+        metrics = (metrics,)
     predictions, references = np.asarray(predictions), np.asarray(references)
     unknown = [m for m in metrics if m not in BUILTIN_METRICS]
     if unknown:
@@ -67,6 +69,8 @@ def classification_metrics(
 
 def build_compute_metrics(metrics=("accuracy",), average: str = "macro"):
     """A `compute_metrics` function for `Trainer`: argmax of the logits against the label ids."""
+    if isinstance(metrics, str):
+        metrics = (metrics,)
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits, labels = eval_pred.predictions, eval_pred.label_ids

@@ -45,10 +45,14 @@ _VISION_COMMON = dict(image_size=16, patch_size=4, num_channels=3, num_labels=NU
 
 
 def _config_kwargs(num_layers, hidden, heads, intermediate):
-    return dict(hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=heads, intermediate_size=intermediate)
+    return dict(
+        hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=heads, intermediate_size=intermediate
+    )
 
 
-def build_model(model_type: str, num_layers: int = 4, hidden: int = 32, heads: int = 4, intermediate: int = 37, seed=0):
+def build_model(
+    model_type: str, num_layers: int = 4, hidden: int = 32, heads: int = 4, intermediate: int = 37, seed=0
+):
     """A randomly initialised classification model of `model_type`, deterministic for a seed."""
     torch.manual_seed(seed)
     size = _config_kwargs(num_layers, hidden, heads, intermediate)

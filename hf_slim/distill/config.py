@@ -21,7 +21,7 @@ def parse_layer_map(layer_map: Any) -> dict[int, int] | None:
             layer_map = json.loads(layer_map)
         except json.JSONDecodeError as err:
             raise InvalidLayerMapError(
-                f"layer_map={layer_map!r} is not valid JSON; give a mapping such as '{{\"0\": 1, \"1\": 3}}' "
+                f'layer_map={layer_map!r} is not valid JSON; give a mapping such as \'{{"0": 1, "1": 3}}\' '
                 "(student layer -> teacher layer) or a list such as '[1, 3]'."
             ) from err
     if isinstance(layer_map, (list, tuple)):
@@ -52,9 +52,7 @@ def uniform_layer_map(num_student_layers: int, num_teacher_layers: int) -> dict[
     With 3 student and 6 teacher layers: `{0: 1, 1: 3, 2: 5}`; the last student layer always maps to the last
     teacher layer.
     """
-    return {
-        i: max(0, (i + 1) * num_teacher_layers // num_student_layers - 1) for i in range(num_student_layers)
-    }
+    return {i: max(0, (i + 1) * num_teacher_layers // num_student_layers - 1) for i in range(num_student_layers)}
 
 
 @dataclass
@@ -137,9 +135,7 @@ class DistillationConfig(TrainingArguments):
         if self.hidden_loss not in HIDDEN_LOSSES:
             raise HfSlimError(f"hidden_loss={self.hidden_loss!r} is not one of {', '.join(HIDDEN_LOSSES)}.")
         if self.attention_loss not in ATTENTION_LOSSES:
-            raise HfSlimError(
-                f"attention_loss={self.attention_loss!r} is not one of {', '.join(ATTENTION_LOSSES)}."
-            )
+            raise HfSlimError(f"attention_loss={self.attention_loss!r} is not one of {', '.join(ATTENTION_LOSSES)}.")
         self.layer_map = parse_layer_map(self.layer_map)
 
     @property

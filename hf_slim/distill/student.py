@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import re
 
 import torch
@@ -35,7 +36,13 @@ def _validate_layers(layers, num_layers, num_teacher_layers) -> list[int]:
     layers = list(layers)
     if not layers:
         raise InvalidLayerMapError("layers is empty; name at least one teacher layer to copy.")
-    bad = [layer for layer in layers if not isinstance(layer, int) or not 0 <= layer < num_teacher_layers]
+    try:
+        if any(isinstance(layer, bool) for layer in layers):
+            raise TypeError
+        layers = [operator.index(layer) for layer in layers]  # accepts numpy integers, e.g. from argsort
+    except TypeError as err:
+        raise InvalidLayerMapError(f"layers must be integer layer indices, got {layers!r}.") from err
+    bad = [layer for layer in layers if not 0 <= layer < num_teacher_layers]
     if bad:
         raise InvalidLayerMapError(
             f"layers {bad} do not exist: the teacher has {num_teacher_layers} layers (0 to {num_teacher_layers - 1})."

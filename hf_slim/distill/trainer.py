@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..architectures import get_adapter
@@ -37,6 +37,16 @@ class TeacherLogitsCollator:
             batch[self.column] = torch.stack(logits)
             return batch
         return self.collator(features)
+
+
+class _ClearProjectionGradients(TrainerCallback):
+    """Trainer only zeroes the model's gradients after an optimizer step; the projections live outside it."""
+
+    def __init__(self, projections: nn.Module):
+        self.projections = projections
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.projections.zero_grad(set_to_none=True)
 
 
 def _label_names(config) -> dict[int, str]:
@@ -182,6 +192,15 @@ class DistillationTrainer(Trainer):
         if isinstance(teacher_model, (str, os.PathLike)):
             teacher_model = load_model_like(model, str(teacher_model), **(teacher_model_init_kwargs or {}))
         self.layer_map = check_compatible(model, teacher_model, args)
+        train_dataset = trainer_kwargs.get("train_dataset", trainer_args[1] if len(trainer_args) > 1 else None)
+        columns = getattr(train_dataset, "column_names", None)
+        if teacher_model is None and args.alpha_kd > 0 and columns is not None:
+            if args.teacher_logits_column not in columns:
+                raise HfSlimError(
+                    f"alpha_kd={args.alpha_kd} needs teacher logits, but no teacher_model was given and the train "
+                    f"dataset has no {args.teacher_logits_column!r} column (columns: {columns}). Pass teacher_model= "
+                    "or add cached logits with hf_slim.cache_teacher_logits(teacher, dataset)."
+                )
 
         if args.attention_weight > 0:
             _use_eager_attention(model)
@@ -218,6 +237,7 @@ class DistillationTrainer(Trainer):
                 for student_layer in self.layer_map:
                     self.projections[str(student_layer)] = nn.Linear(s_width, t_width)
             self.projections.to(self.args.device)
+            self.add_callback(_ClearProjectionGradients(self.projections))
 
         self._distill_metrics: dict[str, list[float]] = defaultdict(list)
 
@@ -370,7 +390,9 @@ class DistillationTrainer(Trainer):
         if len(self.projections) and self.args.should_save:
             from safetensors.torch import save_file
 
-            checkpoint = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            checkpoint = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             state = {k: v.detach().cpu().contiguous() for k, v in self.projections.state_dict().items()}
             save_file(state, os.path.join(checkpoint, PROJECTIONS_NAME))
 
