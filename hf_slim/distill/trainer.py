@@ -322,7 +322,13 @@ class DistillationTrainer(Trainer):
         teacher_logits = cached_logits if cached_logits is not None else getattr(teacher_outputs, "logits", None)
 
         if labels is not None and args.alpha_kd < 1:
-            parts["loss_ce"] = F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=-100)
+            parts["loss_ce"] = F.cross_entropy(
+                logits.float(),
+                labels,
+                reduction="none",
+                ignore_index=-100,
+                label_smoothing=args.label_smoothing_factor,
+            )
             per_sample = per_sample + (1 - args.alpha_kd) * parts["loss_ce"]
         if args.alpha_kd > 0:
             teacher_logits = teacher_logits.to(logits.device)
