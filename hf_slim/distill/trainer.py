@@ -39,11 +39,16 @@ class TeacherLogitsCollator:
         return self.collator(features)
 
 
-class _ClearProjectionGradients(TrainerCallback):
-    """Trainer only zeroes the model's gradients after an optimizer step; the projections live outside it."""
+class _ProjectionGradients(TrainerCallback):
+    """Trainer clips and zeroes only the model's gradients; the projections live outside the model."""
 
     def __init__(self, projections: nn.Module):
         self.projections = projections
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        # Trainer clips only the model's gradients; clip the projections' with the same bound.
+        if args.max_grad_norm is not None and args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.projections.parameters(), args.max_grad_norm)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.projections.zero_grad(set_to_none=True)
@@ -237,7 +242,7 @@ class DistillationTrainer(Trainer):
                 for student_layer in self.layer_map:
                     self.projections[str(student_layer)] = nn.Linear(s_width, t_width)
             self.projections.to(self.args.device)
-            self.add_callback(_ClearProjectionGradients(self.projections))
+            self.add_callback(_ProjectionGradients(self.projections))
 
         self._distill_metrics: dict[str, list[float]] = defaultdict(list)
 
