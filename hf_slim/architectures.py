@@ -60,6 +60,13 @@ class ArchitectureAdapter:
         num_layers_attr, num_heads_attr, hidden_size_attr, intermediate_size_attr (`str`): Config attribute names.
         position_mask (`Callable`): `(model, inputs, seq_len) -> (batch, seq_len) mask or None`, the valid positions
             of the encoder's sequence, used to ignore padding in hidden-state and attention losses.
+        heads_attr (`str`): Attribute of the attention module holding its current head count.
+        inner_size_attr (`str`, *optional*): Attribute of the attention module holding `heads * head_size`, updated
+            when heads are removed.
+        attention_outputs (`int`, *optional*): Number of values the attention module returns (`None`: 1, or 2 when
+            called with `output_attentions=True`); used for the stand-in of a layer whose heads were all removed.
+        stock_pruned_heads (`bool`): Whether transformers 4.x rebuilds this family's pruned heads from
+            `config.pruned_heads` on load (so stock `from_pretrained` can reload head-pruned checkpoints).
         per_layer_parameters (`tuple[str, ...]`): Parameters of the full model indexed by `hidden_states` position
             (length `num_layers + 1`), such as Wav2Vec2's `layer_weights`; sliced when layers are selected.
         example_classes (`tuple[str, ...]`): Task heads supported and tested, for documentation.
@@ -80,6 +87,10 @@ class ArchitectureAdapter:
     num_heads_attr: str = "num_attention_heads"
     hidden_size_attr: str = "hidden_size"
     intermediate_size_attr: str = "intermediate_size"
+    heads_attr: str = "num_attention_heads"
+    inner_size_attr: str | None = "all_head_size"
+    attention_outputs: int | None = 2
+    stock_pruned_heads: bool = True
     position_mask: Callable[[nn.Module, dict[str, Any], int], torch.Tensor | None] = _text_mask
     per_layer_parameters: tuple[str, ...] = ()
     example_classes: tuple[str, ...] = ()
@@ -114,6 +125,17 @@ class ArchitectureAdapter:
     def layer_module(self, layer: nn.Module, which: str) -> nn.Module:
         """`which` is one of the path fields: `"attention"`, `"query"`, ..., `"ffn_out"`."""
         return _get_path(layer, getattr(self, which))
+
+    def set_layer_module(self, layer: nn.Module, which: str, module: nn.Module) -> None:
+        """Replace the module at path field `which` of `layer`."""
+        parent_path, _, name = getattr(self, which).rpartition(".")
+        parent = _get_path(layer, parent_path) if parent_path else layer
+        setattr(parent, name, module)
+
+    def set_layers(self, model: nn.Module, layers: nn.ModuleList) -> None:
+        parent_path, _, name = self.layers.rpartition(".")
+        base = self.base_model(model)
+        setattr(_get_path(base, parent_path) if parent_path else base, name, layers)
 
 
 _REGISTRY: dict[str, ArchitectureAdapter] = {}
@@ -208,6 +230,10 @@ _WAV2VEC2_LIKE = dict(
     ffn_out="feed_forward.output_dense",
     position_mask=_audio_frame_mask,
     per_layer_parameters=("layer_weights",),
+    heads_attr="num_heads",
+    inner_size_attr="embed_dim",
+    attention_outputs=3,
+    stock_pruned_heads=False,
 )
 
 register_adapter(
@@ -245,6 +271,9 @@ register_adapter(
         num_heads_attr="n_heads",
         hidden_size_attr="dim",
         intermediate_size_attr="hidden_dim",
+        heads_attr="n_heads",
+        inner_size_attr="dim",
+        attention_outputs=None,
         example_classes=("DistilBertForSequenceClassification",),
     )
 )
