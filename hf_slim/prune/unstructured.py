@@ -88,8 +88,9 @@ def prune_unstructured(model: nn.Module, sparsity: float, include_classifier: bo
         with torch.no_grad():
             _zero_smallest(list(weights.values()), count)
 
-    per_layer = {name: (w == 0).sum().item() / w.numel() for name, w in weights.items()}
-    zeros = int(sum(round(per_layer[name] * w.numel()) for name, w in weights.items()))
+    zeros_per_layer = {name: int((w == 0).sum()) for name, w in weights.items()}
+    zeros = sum(zeros_per_layer.values())
+    per_layer = {name: zeros_per_layer[name] / weights[name].numel() for name in weights}
     report = {
         "target": sparsity,
         "achieved": zeros / total,
@@ -108,24 +109,21 @@ def prune_unstructured(model: nn.Module, sparsity: float, include_classifier: bo
 def _zero_smallest(weights: list[torch.Tensor], count: int) -> None:
     """Set exactly the `count` smallest-magnitude entries of `weights` (taken together) to 0."""
     dtype = torch.promote_types(weights[0].dtype, torch.float32)
-    device = weights[0].device
-    magnitudes = torch.empty(sum(w.numel() for w in weights), dtype=dtype, device=device)
+    magnitudes = torch.empty(sum(w.numel() for w in weights), dtype=dtype, device=weights[0].device)
     start = 0
     for w in weights:
-        end = start + w.numel()
-        torch.abs(w.detach().reshape(-1), out=magnitudes[start:end]) if w.dtype == dtype else magnitudes[
-            start:end
-        ].copy_(w.detach().reshape(-1).abs())
-        start = end
+        magnitudes[start : start + w.numel()].copy_(w.detach().reshape(-1).abs())
+        start += w.numel()
     threshold = magnitudes.kthvalue(count).values.item()
     del magnitudes
 
     # Everything strictly below the threshold goes; ties at the threshold go in module order until `count` is reached.
-    masks = [w.detach().abs().to(dtype) < threshold for w in weights]
-    ties_needed = count - sum(int(m.sum()) for m in masks)
-    for w, mask in zip(weights, masks, strict=True):
+    ties_needed = count - sum(int((w.detach().abs().to(dtype) < threshold).sum()) for w in weights)
+    for w in weights:
+        magnitude = w.detach().abs().to(dtype)
+        mask = magnitude < threshold
         if ties_needed > 0:
-            ties = (w.detach().abs().to(dtype) == threshold).reshape(-1).nonzero().squeeze(1)[:ties_needed]
+            ties = (magnitude == threshold).reshape(-1).nonzero().squeeze(1)[:ties_needed]
             mask.view(-1)[ties] = True
             ties_needed -= len(ties)
-        w.masked_fill_(mask.to(w.device), 0)
+        w.masked_fill_(mask, 0)
