@@ -20,9 +20,42 @@ from .errors import (
     UnsupportedArchitectureError,
 )
 from .metrics import build_compute_metrics, classification_metrics
+from .modeling import from_pretrained
+from .prune import (
+    MaskHooks,
+    PruningConfig,
+    PruningTrainer,
+    drop_layers,
+    ffn_importance,
+    head_importance,
+    layer_importance,
+    magnitude_importance,
+    prune_ffn,
+    prune_heads,
+    prune_to_target,
+    prune_unstructured,
+    prune_vocabulary,
+)
+from .stats import model_stats, size_on_disk
 
 __all__ = [
     "ArchitectureAdapter",
+    "MaskHooks",
+    "PruningConfig",
+    "PruningTrainer",
+    "drop_layers",
+    "ffn_importance",
+    "from_pretrained",
+    "head_importance",
+    "layer_importance",
+    "magnitude_importance",
+    "model_stats",
+    "prune_ffn",
+    "prune_heads",
+    "prune_to_target",
+    "prune_unstructured",
+    "prune_vocabulary",
+    "size_on_disk",
     "DistillationConfig",
     "DistillationTrainer",
     "HfSlimError",

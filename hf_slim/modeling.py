@@ -148,8 +148,8 @@ def from_pretrained(name_or_path: str, model_class=None, **kwargs) -> PreTrained
     mismatched = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
     if missing or unexpected or mismatched:
         # Tied weights are saved once; anything else missing is an error.
-        tied = set(getattr(model, "_tied_weights_keys", None) or [])
-        missing = [k for k in missing if k not in tied]
+        tied = list(getattr(model, "_tied_weights_keys", None) or [])
+        missing = [k for k in missing if not any(k == t or k.endswith("." + t) for t in tied)]
         if missing or unexpected or mismatched:
             raise HfSlimError(
                 f"{name_or_path} does not match the structure in its config.{CONFIG_KEY}: missing {missing[:5]}, "
