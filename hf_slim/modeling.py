@@ -66,11 +66,9 @@ def _resolve_checkpoint(name_or_path: str, revision=None, token=None, cache_dir=
     )
 
 
-def _load_safetensors_state(path: str) -> dict:
+def _safetensors_files(path: str) -> list[str]:
     import json
     import os
-
-    from safetensors.torch import load_file
 
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.isfile(index):
@@ -83,6 +81,15 @@ def _load_safetensors_state(path: str) -> dict:
             f"{path} has no model.safetensors (or sharded index). hf_slim loads safetensors only; re-save the model "
             "with save_pretrained(..., safe_serialization=True)."
         )
+    return files
+
+
+def _load_safetensors_state(path: str) -> dict:
+    import os
+
+    from safetensors.torch import load_file
+
+    files = _safetensors_files(path)
     state = {}
     for name in files:
         state.update(load_file(os.path.join(path, name)))
@@ -127,6 +134,7 @@ def from_pretrained(name_or_path: str, model_class=None, **kwargs) -> PreTrained
             )
     dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
     record = getattr(config, CONFIG_KEY, None)
+    _safetensors_files(path)  # safetensors only, checked before any loading
     if not record:
         extra = {k: v for k, v in kwargs.items() if k in ("attn_implementation",) and v is not None}
         if dtype is not None:

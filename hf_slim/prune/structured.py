@@ -51,11 +51,11 @@ class EmptyAttention(nn.Module):
     """Stand-in for an attention module whose heads were all removed.
 
     It returns what the original would with every head masked: an empty context (or, when the output projection is
-    inside the attention module, that projection's bias), and `None` for the attention probabilities.
+    inside the attention module, that projection's bias), and attention probabilities with zero heads.
     """
 
     def __init__(self, num_outputs: int | None, output_name: str | None = None, output: nn.Module | None = None):
-        super().__init__()
+        nn.Module.__init__(self)  # not super(): the stand-in may subclass the original attention class (see below)
         self.num_outputs = num_outputs
         self.output_name = output_name
         if output_name is not None:
@@ -69,7 +69,27 @@ class EmptyAttention(nn.Module):
         else:
             out = hidden.new_zeros((*hidden.shape[:-1], 0))
         count = self.num_outputs or (2 if kwargs.get("output_attentions") else 1)
-        return (out,) + (None,) * (count - 1)
+        if count == 1:
+            return (out,)
+        # An attention map with zero heads (not None: transformers' output recorders skip None, which would shift
+        # `outputs.attentions` so that entry i no longer belongs to layer i).
+        batch, length = hidden.shape[0], hidden.shape[1]
+        weights = hidden.new_zeros((batch, 0, length, length))
+        return (out, weights) + (None,) * (count - 2)
+
+
+_EMPTY_CLASSES: dict[type, type] = {}
+
+
+def _empty_attention_for(original: nn.Module, *args) -> EmptyAttention:
+    """An [`EmptyAttention`] that is also an instance of the original attention class, so that transformers' output
+    recorders (which collect attention maps by module class, e.g. for ViT) still give this layer its `None` entry."""
+    cls = type(original)
+    if isinstance(original, EmptyAttention):
+        cls = next(c for c in cls.__mro__[1:] if not issubclass(c, EmptyAttention))
+    if cls not in _EMPTY_CLASSES:
+        _EMPTY_CLASSES[cls] = type(f"Empty{cls.__name__}", (EmptyAttention, cls), {"__module__": __name__})
+    return _EMPTY_CLASSES[cls](*args)
 
 
 # -- slicing helpers -------------------------------------------------------------------------------------------------
@@ -113,15 +133,24 @@ def pruning_record(model: nn.Module) -> dict:
     record = getattr(model.config, CONFIG_KEY, None)
     if record:
         return record
-    num_layers = adapter.num_layers(model.config)
+    layers = adapter.get_layers(model)
+    num_layers = len(layers)
     heads = adapter.num_heads(model.config)
     ffn = adapter.intermediate_size(model.config)
+    # A model may arrive already pruned by transformers' own prune_heads (config.pruned_heads, original indices).
+    stock_pruned = {int(k): set(v) for k, v in (getattr(model.config, "pruned_heads", None) or {}).items()}
+    heads_kept = []
+    for index, layer in enumerate(layers):
+        kept = [h for h in range(heads) if h not in stock_pruned.get(index, set())]
+        if len(kept) != layer_num_heads(adapter, layer):
+            kept = list(range(layer_num_heads(adapter, layer)))
+        heads_kept.append(kept)
     record = {
         "format_version": FORMAT_VERSION,
         "original": {"num_layers": num_layers, "num_heads": heads, "intermediate_size": ffn},
         "source_layers": list(range(num_layers)),
-        "heads_kept": [list(range(heads)) for _ in range(num_layers)],
-        "intermediate_sizes": [ffn] * num_layers,
+        "heads_kept": heads_kept,
+        "intermediate_sizes": [layer_ffn_size(adapter, layer) for layer in layers],
         "history": [],
     }
     setattr(model.config, CONFIG_KEY, record)
@@ -161,9 +190,11 @@ def _sync_config(model: nn.Module, adapter: ArchitectureAdapter, record: dict) -
 
 # -- validation ------------------------------------------------------------------------------------------------------
 def _check_layer(layer: object, num_layers: int, what: str) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, (int, torch.Tensor)) and not hasattr(layer, "__index__"):
+    if isinstance(layer, torch.Tensor) and (layer.dim() != 0 or layer.is_floating_point() or layer.is_complex()):
         raise HfSlimError(f"{what}: layer {layer!r} is not an integer layer index.")
-    layer = int(layer)
+    if isinstance(layer, bool) or not hasattr(layer, "__index__"):
+        raise HfSlimError(f"{what}: layer {layer!r} is not an integer layer index.")
+    layer = int(layer.__index__())
     if not 0 <= layer < num_layers:
         raise HfSlimError(
             f"{what}: layer {layer} does not exist; the model has {num_layers} layers (0 to {num_layers - 1})."
@@ -234,9 +265,10 @@ def _keep_heads(adapter: ArchitectureAdapter, layer: nn.Module, keep: list[int],
         output = _slice_linear(adapter.layer_module(layer, "attention_output"), index, dim=1)
         if inside:
             name = output_path[len(adapter.attention) + 1 :]
-            adapter.set_layer_module(layer, "attention", EmptyAttention(adapter.attention_outputs, name, output))
+            empty = _empty_attention_for(attention, adapter.attention_outputs, name, output)
+            adapter.set_layer_module(layer, "attention", empty)
         else:
-            adapter.set_layer_module(layer, "attention", EmptyAttention(adapter.attention_outputs))
+            adapter.set_layer_module(layer, "attention", _empty_attention_for(attention, adapter.attention_outputs))
             adapter.set_layer_module(layer, "attention_output", output)
         return
     for which in ("query", "key", "value"):
@@ -316,6 +348,15 @@ def apply_structure(model: nn.Module, record: dict) -> nn.Module:
             f"config.{CONFIG_KEY} does not describe this model's {len(layers)} layers (num_heads={num_heads}, "
             f"intermediate_sizes={widths}); the checkpoint's config.json was edited or comes from another model."
         )
+    for index, (layer, heads, width) in enumerate(zip(layers, num_heads, widths, strict=True)):
+        built_heads, built_width = layer_num_heads(adapter, layer), layer_ffn_size(adapter, layer)
+        for name, value, limit in (("num_heads", heads, built_heads), ("intermediate_sizes", width, built_width)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+                raise HfSlimError(
+                    f"config.{CONFIG_KEY}[{name!r}][{index}]={value!r} is impossible: the layer is built "
+                    f"with {limit}; "
+                    "the checkpoint's config.json was edited or comes from another model."
+                )
     size = head_size(adapter, model)
     for layer, heads, width in zip(layers, num_heads, widths, strict=True):
         if heads != layer_num_heads(adapter, layer):
