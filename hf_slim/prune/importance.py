@@ -13,7 +13,7 @@ all-reduced, so every process gets identical scores.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 def _to_device(batch, device):
-    if not isinstance(batch, dict):
+    if not isinstance(batch, Mapping):  # dict, BatchEncoding, ...
         raise HfSlimError(
             f"Importance scoring expects batches as dicts of tensors (model inputs and 'labels'), got "
             f"{type(batch).__name__}. Use a DataLoader with a data collator, e.g. DataCollatorWithPadding."

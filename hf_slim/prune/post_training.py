@@ -199,22 +199,23 @@ def _collect_grams(model, dataloader, head_keep, neuron_keep, max_batches):
 
     def head_hook(index, output):
         def hook(module, args):
-            ctx = args[0].detach().double()
+            ctx = args[0].detach().float()
             heads = ctx.shape[-1] // size
             ctx = ctx.reshape(-1, heads, size)
-            weight = output.weight.detach().double().view(output.out_features, heads, size)
-            contrib = torch.einsum("thd,ohd->tho", ctx, weight)
+            weight = output.weight.detach().float().view(output.out_features, heads, size)
+            contrib = torch.einsum("thd,ohd->tho", ctx, weight)  # each head's share of the sublayer output
             key = ("heads", index)
-            grams[key] = grams.get(key, 0) + torch.einsum("tho,tgo->hg", contrib, contrib).cpu()
+            grams[key] = grams.get(key, 0) + torch.einsum("tho,tgo->hg", contrib, contrib).double().cpu()
 
         return hook
 
     def neuron_hook(index, output):
         def hook(module, args):
-            act = args[0].detach().double().reshape(-1, args[0].shape[-1])
-            weight = output.weight.detach().double()
+            # <contrib_i, contrib_j> = act_i act_j <w_i, w_j>: accumulate the activations' Gram matrix here and
+            # multiply by the (constant) weight Gram matrix once at the end.
+            act = args[0].detach().reshape(-1, args[0].shape[-1]).float()
             key = ("ffn", index)
-            grams[key] = grams.get(key, 0) + ((act.T @ act) * (weight.T @ weight)).cpu()
+            grams[key] = grams.get(key, 0) + (act.T @ act).double().cpu()
 
         return hook
 
@@ -232,4 +233,8 @@ def _collect_grams(model, dataloader, head_keep, neuron_keep, max_batches):
     finally:
         for handle in handles:
             handle.remove()
+    for (kind, index), gram in grams.items():
+        if kind == "ffn":
+            weight = adapter.layer_module(layers[index], "ffn_out").weight.detach().double().cpu()
+            grams[(kind, index)] = gram * (weight.T @ weight)
     return grams
