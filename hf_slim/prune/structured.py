@@ -326,13 +326,27 @@ def drop_layers(model: nn.Module, layers: Iterable[int]) -> nn.Module:
     for name in adapter.per_layer_parameters:
         param = getattr(model, name, None)
         if isinstance(param, nn.Parameter) and param.dim() == 1 and param.shape[0] == num_layers + 1:
-            index = torch.tensor([0] + [i + 1 for i in keep], device=param.device)
-            setattr(model, name, nn.Parameter(param.detach().index_select(0, index).clone()))
+            setattr(model, name, nn.Parameter(_merge_state_weights(param.detach(), drop)))
     record["history"].append({"op": "drop_layers", "layers": [record["source_layers"][i] for i in drop]})
     for key in ("source_layers", "heads_kept", "intermediate_sizes"):
         record[key] = [record[key][i] for i in keep]
     _sync_config(model, adapter, record)
     return model
+
+
+def _merge_state_weights(weights: torch.Tensor, drop: list[int]) -> torch.Tensor:
+    """Softmax weights over hidden states (Wav2Vec2's weighted layer sum) after removing layers in `drop`.
+
+    A removed layer passed its input through, so its output state equalled the state before it: its weight joins
+    that state's (a log-sum-exp of logits), and the weighted sum is unchanged.
+    """
+    groups: list[list[int]] = [[0]]
+    for layer in range(len(weights) - 1):
+        if layer in drop:
+            groups[-1].append(layer + 1)
+        else:
+            groups.append([layer + 1])
+    return torch.stack([torch.logsumexp(weights[group], dim=0) for group in groups]).clone()
 
 
 def apply_structure(model: nn.Module, record: dict) -> nn.Module:

@@ -132,19 +132,32 @@ class PruningTrainer(DistillationTrainer):
         if not force and (step < start or ((step - start) % self.args.pruning_frequency and step < end)):
             return
         fraction = 1.0 if force else scheduled_fraction(step, start, end, self.args.pruning_schedule)
-        for kind, (masks, _) in self._masks_and_scores().items():
-            target = self.target_counts[kind]
-            wanted = round(fraction * target)
-            pruned = int(sum((m == 0).sum().item() for m in masks))
-            if wanted <= pruned:
-                continue
-            self._prune_lowest(kind, masks, wanted - pruned)
+        # Layers first: the heads and neurons of a dropped layer count as removed, and only units of kept layers are
+        # candidates afterwards.
+        for kind in ("layers", "heads", "ffn"):
+            masks = self._masks_and_scores()[kind][0]
+            wanted = round(fraction * self.target_counts[kind])
+            pruned = self._removed(kind)
+            if wanted > pruned:
+                self._prune_lowest(kind, masks, wanted - pruned)
+
+    def _alive_layers(self) -> list[bool]:
+        return [bool(keep) for keep in (self.layer_mask != 0).tolist()]
+
+    def _removed(self, kind: str) -> int:
+        if kind == "layers":
+            return int((self.layer_mask == 0).sum().item())
+        masks = self.head_masks if kind == "heads" else self.ffn_masks
+        alive = self._alive_layers()
+        return int(sum(((m == 0).sum() if a else m.numel()) for m, a in zip(masks, alive, strict=True)))
 
     def _prune_lowest(self, kind: str, masks: list[torch.Tensor], count: int) -> None:
         scores = self._current_scores(kind)
+        alive = [True] if kind == "layers" else self._alive_layers()
         candidates = [
             (score[i].item(), layer, i)
             for layer, (mask, score) in enumerate(zip(masks, scores, strict=True))
+            if alive[layer]
             for i in range(mask.numel())
             if mask[i] != 0
         ]
@@ -193,10 +206,9 @@ class PruningTrainer(DistillationTrainer):
     # -- logging ------------------------------------------------------------------------------------------------
     def pruning_summary(self) -> dict[str, float]:
         # Units of a dropped layer are gone with it.
-        alive = [bool(keep) for keep in (self.layer_mask != 0).tolist()]
-        heads = int(sum((m != 0).sum().item() for m, a in zip(self.head_masks, alive, strict=True) if a))
-        neurons = int(sum((m != 0).sum().item() for m, a in zip(self.ffn_masks, alive, strict=True) if a))
-        layers = sum(alive)
+        heads = self.total_heads - self._removed("heads")
+        neurons = self.total_neurons - self._removed("ffn")
+        layers = self.total_layers - self._removed("layers")
         return {
             "remaining_heads": heads,
             "remaining_ffn_neurons": neurons,
