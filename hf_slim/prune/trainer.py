@@ -15,7 +15,7 @@ from ..errors import HfSlimError
 from .config import PruningConfig, resolve_target, scheduled_fraction
 from .importance import magnitude_importance
 from .masks import MaskHooks, full_masks
-from .structured import drop_layers, prune_ffn, prune_heads
+from .structured import drop_layers, head_size, prune_ffn, prune_heads
 
 STATE_NAME = "hf_slim_pruning_state.safetensors"
 
@@ -210,12 +210,42 @@ class PruningTrainer(DistillationTrainer):
         neurons = self.total_neurons - self._removed("ffn")
         layers = self.total_layers - self._removed("layers")
         return {
+            "remaining_parameters": self._remaining_parameters(),
             "remaining_heads": heads,
             "remaining_ffn_neurons": neurons,
             "remaining_layers": layers,
             "sparsity_heads": round(1 - heads / max(self.total_heads, 1), 6),
             "sparsity_ffn": round(1 - neurons / max(self.total_neurons, 1), 6),
         }
+
+    def _remaining_parameters(self) -> int:
+        """Parameters the model will have once the current masks are applied physically."""
+        if self.finalized:
+            return sum(p.numel() for p in self.model.parameters())
+        adapter = get_adapter(self.model)
+        size = head_size(adapter, self.model)
+        removed = 0
+        for index, layer in enumerate(adapter.get_layers(self.model)):
+            if self.layer_mask[index] == 0:
+                removed += sum(p.numel() for p in layer.parameters())
+                continue
+            heads = int((self.head_masks[index] == 0).sum())
+            if heads:
+                per_head = 0
+                for which in ("query", "key", "value"):
+                    linear = adapter.layer_module(layer, which)
+                    per_head += size * linear.in_features + (size if linear.bias is not None else 0)
+                per_head += size * adapter.layer_module(layer, "attention_output").out_features
+                removed += heads * per_head
+            neurons = int((self.ffn_masks[index] == 0).sum())
+            if neurons:
+                up, down = adapter.layer_module(layer, "ffn_in"), adapter.layer_module(layer, "ffn_out")
+                removed += neurons * (up.in_features + (1 if up.bias is not None else 0) + down.out_features)
+        dropped = int((self.layer_mask == 0).sum())
+        for name in adapter.per_layer_parameters:  # e.g. Wav2Vec2's layer_weights: one entry per hidden state
+            if isinstance(getattr(self.model, name, None), torch.nn.Parameter):
+                removed += dropped
+        return sum(p.numel() for p in self.model.parameters()) - removed
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and not self.finalized:
@@ -247,4 +277,5 @@ class PruningTrainer(DistillationTrainer):
         prune_ffn(model, {i: n for i, n in neurons.items() if n})
         drop_layers(model, dropped)
         self.finalized = True
-        self.log({**self.pruning_summary(), "parameters": sum(p.numel() for p in model.parameters())})
+        summary = self.pruning_summary()
+        self.log({**summary, "parameters": summary["remaining_parameters"]})

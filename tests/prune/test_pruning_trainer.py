@@ -534,3 +534,15 @@ def test_training_twice_is_an_error(pruned_run):
     with pytest.raises(HfSlimError, match="already physically pruned"):
         run.trainer.train()
     assert run.model.config.hf_slim == structure
+
+
+@pytest.mark.parametrize("model_type", TRAINED_TYPES)
+def test_logged_remaining_parameters_predict_the_pruned_model(pruned_run, model_type):
+    run = pruned_run(model_type)
+    logs = [log for log in run.trainer.state.log_history if "remaining_parameters" in log]
+    final = count_parameters(run.model)
+    assert logs[-1]["remaining_parameters"] == final
+    # The estimate made under the masks, before physical pruning, was already exact.
+    in_training = [log for log in logs if "loss" in log]
+    assert in_training[-1]["remaining_parameters"] == final
+    assert in_training[0]["remaining_parameters"] > final
