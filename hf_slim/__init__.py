@@ -19,6 +19,8 @@ from .errors import (
     MissingDependencyError,
     UnsupportedArchitectureError,
 )
+from .evaluation import benchmark_latency, evaluate
+from .export import QuantizationReport, export_onnx, quantize
 from .metrics import build_compute_metrics, classification_metrics
 from .modeling import from_pretrained
 from .prune import (
@@ -40,6 +42,11 @@ from .stats import model_stats, size_on_disk
 
 __all__ = [
     "ArchitectureAdapter",
+    "QuantizationReport",
+    "benchmark_latency",
+    "evaluate",
+    "export_onnx",
+    "quantize",
     "MaskHooks",
     "PruningConfig",
     "PruningTrainer",

@@ -67,6 +67,9 @@ class ArchitectureAdapter:
             called with `output_attentions=True`); used for the stand-in of a layer whose heads were all removed.
         stock_pruned_heads (`bool`): Whether transformers 4.x rebuilds this family's pruned heads from
             `config.pruned_heads` on load (so stock `from_pretrained` can reload head-pruned checkpoints).
+        quantize_operators (`tuple[str, ...]`, *optional*): ONNX operator types ONNX Runtime int8 quantization should
+            touch for this family; `None` keeps Optimum's defaults. Wav2Vec2/HuBERT need `("MatMul",)`: the
+            weight-normed positional convolution is not an initializer and breaks the default dynamic config.
         per_layer_parameters (`tuple[str, ...]`): Parameters of the full model indexed by `hidden_states` position
             (length `num_layers + 1`), such as Wav2Vec2's `layer_weights`; sliced when layers are selected.
         example_classes (`tuple[str, ...]`): Task heads supported and tested, for documentation.
@@ -92,6 +95,7 @@ class ArchitectureAdapter:
     attention_outputs: int | None = 2
     stock_pruned_heads: bool = True
     position_mask: Callable[[nn.Module, dict[str, Any], int], torch.Tensor | None] = _text_mask
+    quantize_operators: tuple[str, ...] | None = None
     per_layer_parameters: tuple[str, ...] = ()
     example_classes: tuple[str, ...] = ()
 
@@ -218,6 +222,9 @@ _VIT_LIKE = dict(
     ffn_in="intermediate.dense",
     ffn_out="output.dense",
     position_mask=_no_mask,
+    # Not Conv: int8 Conv becomes ConvInteger, slow or unsupported on many ONNX Runtime CPU builds, and the patch
+    # embedding is a small share of the compute.
+    quantize_operators=("MatMul", "Attention", "Gather", "Transpose"),
 )
 _WAV2VEC2_LIKE = dict(
     layers="encoder.layers",
@@ -234,6 +241,7 @@ _WAV2VEC2_LIKE = dict(
     inner_size_attr="embed_dim",
     attention_outputs=3,
     stock_pruned_heads=False,
+    quantize_operators=("MatMul",),
 )
 
 register_adapter(
