@@ -7,7 +7,7 @@ STAMP := $(VENV)/.hf-slim-setup
 TORCH_VERSION ?= 2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-CHECK_DIRS := hf_slim tests examples
+CHECK_DIRS := hf_slim tests examples benchmarks
 
 .PHONY: setup quickstart test test-slow style quality clean
 
