@@ -87,7 +87,7 @@ def predict_logits(
     model, kind = _resolve(model_or_dir, file_name)
     config = model.config
     collator = data_collator or PaddingCollator(pad_token_id=getattr(config, "pad_token_id", None) or 0)
-    names = _input_names(model, kind)
+    names = _input_names(model, kind) - {label_column, "labels", "label"}
     columns = [c for c in dataset.column_names if c in names]
     if not columns:
         raise HfSlimError(
@@ -186,7 +186,10 @@ def _runner(model_or_dir, file_name, num_threads):
         names = {i.name for i in session.get_inputs()}
 
         def run(batch):
-            session.run(None, {k: v.numpy() for k, v in batch.items() if k in names})
+            feed = {k: v.numpy() for k, v in batch.items() if k in names}
+            if "token_type_ids" in names and "token_type_ids" not in feed and "input_ids" in feed:
+                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])  # what PyTorch and ORTModel default to
+            session.run(None, feed)
 
         return run, "onnx", names
     model, _ = _resolve(model_or_dir)

@@ -99,6 +99,8 @@ def export_onnx(
                 do_validation=validate,
                 preprocessors=[preprocessor] if preprocessor is not None else None,
             )
+            if preprocessor is not None:
+                preprocessor.save_pretrained(tmp)  # Optimum only uses it to build dummy inputs
             if source is not None and os.path.isdir(source):
                 _copy_preprocessors(source, tmp)
             # A model built from a config has no `architectures` until save_pretrained; the ONNX folder's config

@@ -122,8 +122,16 @@ def _quantize_once(onnx_dir, file_name, output, attempt, isa, calibration_datase
     if attempt.operators:
         kwargs["operators_to_quantize"] = list(attempt.operators)
     if attempt.exclude_nodes:
-        kwargs["nodes_to_exclude"] = list(attempt.exclude_nodes)
+        excluded = list(attempt.exclude_nodes)
+        if attempt.mode == "dynamic":
+            # Dynamic quantization first rewrites every Gemm as MatMul + Add under new names.
+            excluded += [f"{n}_{suffix}" for n in attempt.exclude_nodes if "Gemm" in n for suffix in ("MatMul", "Add")]
+        kwargs["nodes_to_exclude"] = excluded
     qconfig = getattr(AutoQuantizationConfig, isa)(**kwargs)
+    if attempt.mode == "static" and "Where" in qconfig.operators_to_quantize:
+        # Calibrating `Where` sees the attention-mask fill value (float32 min): histogram calibration overflows and
+        # min-max ranges become useless.
+        qconfig.operators_to_quantize = [op for op in qconfig.operators_to_quantize if op != "Where"]
     ranges = None
     if attempt.mode == "static":
         if calibration_method == "minmax":
@@ -211,6 +219,7 @@ def quantize(
 
     import onnxruntime
 
+    os.makedirs(os.path.dirname(os.path.abspath(output_dir)), exist_ok=True)
     session = onnxruntime.InferenceSession(os.path.join(onnx_dir, file_name), providers=["CPUExecutionProvider"])
     input_names = [i.name for i in session.get_inputs()]
     del session
