@@ -7,6 +7,8 @@ import json
 import platform
 import sys
 
+SINGLE_STAGES = ("distill", "prune", "quantize", "evaluate")
+
 
 def _env(_: argparse.Namespace) -> int:
     import importlib.metadata as metadata
@@ -24,6 +26,63 @@ def _env(_: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .recipes.runner import run_recipe
+    from .recipes.schema import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)  # validated before anything is written
+    output_dir = args.output_dir or f"outputs/{recipe.name or 'run'}"
+    report = run_recipe(recipe, output_dir, overwrite=args.overwrite)
+    from .recipes.report import format_markdown_table
+
+    print(format_markdown_table(report))
+    print(f"\nReport: {output_dir}/report.md, {output_dir}/report.json, {output_dir}/tradeoff.png")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .recipes.schema import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    stages = ", ".join(stage.kind for stage in recipe.stages)
+    print(f"{args.recipe}: valid ({recipe.task}, stages: {stages})")
+    return 0
+
+
+def _single(args: argparse.Namespace) -> int:
+    """One stage of a recipe applied to a given model: the recipe supplies the data and the stage's options."""
+    import yaml
+
+    from .recipes.runner import run_recipe
+    from .recipes.schema import RecipeError, load_recipe
+
+    with open(args.recipe) as f:
+        raw = yaml.safe_load(f)
+    stages = [s for s in raw.get("stages", []) if (s if isinstance(s, str) else next(iter(s))) == args.command]
+    if not stages:
+        stages = [{args.command: {}}]
+    raw = {**raw, "model": args.model, "stages": stages[:1]}
+    raw.pop("teacher", None) if args.command != "distill" else None
+    recipe = load_recipe(raw, args.set)
+    if recipe.stages[0].kind != args.command:
+        raise RecipeError(f"--set changed the stage to {recipe.stages[0].kind}; expected {args.command}.")
+    output_dir = args.output_dir or f"outputs/{args.command}"
+    report = run_recipe(recipe, output_dir, overwrite=args.overwrite)
+    from .recipes.report import format_markdown_table
+
+    print(format_markdown_table(report))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .recipes.report import render_report
+
+    paths = render_report(args.output_dir)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hf-slim",
@@ -31,6 +90,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="store_true", help="print the hf_slim version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a recipe: every stage, resumable, with a compression report")
+    run.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    run.add_argument("--output-dir", help="where stage outputs and the report go (default: outputs/RECIPE_NAME)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set stages[1].distill.temperature=4 (repeatable)",
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace an output dir that holds another run")
+    run.set_defaults(func=_run)
+
+    validate = commands.add_parser("validate", help="check a recipe without running it")
+    validate.add_argument("recipe")
+    validate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    validate.set_defaults(func=_validate)
+
+    for name in SINGLE_STAGES:
+        single = commands.add_parser(
+            name,
+            help=f"run one {name} stage on MODEL, with data and options from a recipe",
+            description=f"Run the first {name} stage of RECIPE (or a default one) on MODEL. The recipe supplies the "
+            "task and the dataset; --set overrides options, e.g. --set stages[0]." + name + ".KEY=VALUE.",
+        )
+        single.add_argument("model", help="model folder or Hub id")
+        single.add_argument("--recipe", required=True, help="recipe YAML with the task, dataset and stage options")
+        single.add_argument("--output-dir", help=f"default: outputs/{name}")
+        single.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+        single.add_argument("--overwrite", action="store_true")
+        single.set_defaults(func=_single)
+
+    report = commands.add_parser("report", help="re-render report.md and tradeoff.png from a run's report.json")
+    report.add_argument("output_dir")
+    report.set_defaults(func=_report)
+
     env = commands.add_parser("env", help="print hf_slim, library versions and supported architectures")
     env.set_defaults(func=_env)
     return parser
@@ -47,7 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    from .errors import HfSlimError
+
+    try:
+        return args.func(args)
+    except HfSlimError as err:
+        print(f"hf-slim: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,438 @@
+"""Run a recipe: stage after stage, each output written atomically, resumable, with a compression report."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import HfSlimError
+from ..io import atomic_directory, write_json_atomic
+from .schema import Recipe, RecipeError, Stage, load_recipe
+
+logger = logging.getLogger(__name__)
+
+STATE_NAME = "state.json"
+RECIPE_NAME = "recipe.json"
+WORK_DIR = ".work"
+
+
+@dataclass
+class Artifact:
+    """The model a stage hands to the next: a PyTorch checkpoint folder or a quantized ONNX folder."""
+
+    path: str
+    kind: str  # "pytorch" | "onnx-int8"
+
+
+def _is_main_process() -> bool:
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+class RecipeRunner:
+    """Runs the stages of a [`Recipe`] into `output_dir`.
+
+    Layout: `recipe.json` (the resolved recipe), `state.json` (finished stages), `stage-0-base/`, `stage-N-name/`
+    per stage, `.work/` (Trainer checkpoints, so an interrupted stage resumes from its last checkpoint), and the
+    report files. Re-running the same recipe into the same folder skips finished stages.
+    """
+
+    def __init__(self, recipe: Recipe, output_dir: str, overwrite: bool = False):
+        self.recipe = recipe
+        self.output_dir = os.path.abspath(output_dir)
+        self.overwrite = overwrite
+        self.state: dict = {}
+        self.data = None
+
+    # -- setup -----------------------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Everything that can fail before work: the output dir, the data and its columns, the model's task."""
+        from .data import check_columns, label_names, load_raw
+
+        self._check_output_dir()
+        raw = load_raw(self.recipe.dataset, seed=self.recipe.seed)
+        check_columns(raw, self.recipe.dataset, self.recipe.task)
+        self.raw_data = raw
+        self.labels = label_names(raw, self.recipe.dataset)
+        self._check_model_task()
+
+    def _check_output_dir(self) -> None:
+        state_path = os.path.join(self.output_dir, STATE_NAME)
+        if not os.path.isdir(self.output_dir) or not os.listdir(self.output_dir):
+            return
+        if self.overwrite:
+            return
+        if not os.path.isfile(state_path):
+            raise RecipeError(
+                f"{self.output_dir} is not empty and holds no hf_slim run; choose another --output-dir or pass "
+                "--overwrite to replace its contents."
+            )
+        with open(state_path) as f:
+            state = json.load(f)
+        if state.get("fingerprint") != self.recipe.fingerprint():
+            raise RecipeError(
+                f"{self.output_dir} belongs to a different recipe ({state.get('recipe_name')!r}, fingerprint "
+                f"{state.get('fingerprint')}); choose another --output-dir or pass --overwrite."
+            )
+
+    def _check_model_task(self) -> None:
+        from transformers import AutoConfig
+
+        from .schema import _check_modality
+
+        if isinstance(self.recipe.model, str):
+            config = AutoConfig.from_pretrained(self.recipe.model, trust_remote_code=False)
+            _check_modality(config.model_type, self.recipe.task, "model")
+
+    # -- state -----------------------------------------------------------------------------------------------------
+    def _load_state(self) -> None:
+        path = os.path.join(self.output_dir, STATE_NAME)
+        if self.overwrite and os.path.isdir(self.output_dir):
+            for name in os.listdir(self.output_dir):
+                target = os.path.join(self.output_dir, name)
+                shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+        if os.path.isfile(path):
+            with open(path) as f:
+                self.state = json.load(f)
+        else:
+            self.state = {
+                "fingerprint": self.recipe.fingerprint(),
+                "recipe_name": self.recipe.name,
+                "stages": {},
+            }
+        os.makedirs(self.output_dir, exist_ok=True)
+        write_json_atomic(os.path.join(self.output_dir, RECIPE_NAME), self.recipe.raw)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        if _is_main_process():
+            write_json_atomic(os.path.join(self.output_dir, STATE_NAME), self.state)
+
+    # -- data ------------------------------------------------------------------------------------------------------
+    def _prepare_data(self, model_config) -> None:
+        from .data import build_processor, data_collator_for, preprocess
+
+        source = self.recipe.processor or (self.recipe.model if isinstance(self.recipe.model, str) else None)
+        self.processor = build_processor(self.recipe.task, source, config=model_config)
+        self.data = preprocess(
+            self.raw_data,
+            self.recipe.dataset,
+            self.recipe.task,
+            self.processor,
+            num_channels=getattr(model_config, "num_channels", None),
+        )
+        self.collator = data_collator_for(self.recipe.task, self.processor)
+
+    # -- models ----------------------------------------------------------------------------------------------------
+    def _build_base(self, out: str) -> None:
+        from transformers import AutoConfig
+
+        from ..modeling import TASK_AUTO_CLASSES
+
+        auto = TASK_AUTO_CLASSES[self.recipe.task][0]
+        id2label = dict(enumerate(self.labels))
+        label_kwargs = {
+            "num_labels": len(self.labels),
+            "id2label": id2label,
+            "label2id": {v: k for k, v in id2label.items()},
+        }
+        torch.manual_seed(self.recipe.seed)
+        if isinstance(self.recipe.model, dict):
+            config_kwargs = dict(self.recipe.model["config"])
+            model_type = config_kwargs.pop("model_type")
+            config = AutoConfig.for_model(model_type, **config_kwargs, **label_kwargs)
+            model = auto.from_config(config)
+        else:
+            model = auto.from_pretrained(
+                self.recipe.model,
+                use_safetensors=True,
+                trust_remote_code=False,
+                ignore_mismatched_sizes=True,
+                **label_kwargs,
+            )
+        self._prepare_data(model.config)
+        model.save_pretrained(out)
+        self.processor.save_pretrained(out)
+
+    def _load_model(self, path: str):
+        from ..modeling import from_pretrained
+
+        return from_pretrained(path)
+
+    # -- stages ----------------------------------------------------------------------------------------------------
+    def _training_args(self, cls, stage: Stage, options: dict):
+        work = os.path.join(self.output_dir, WORK_DIR, stage.name)
+        defaults = dict(
+            output_dir=work,
+            report_to=[],
+            save_strategy="epoch",
+            save_total_limit=1,
+            eval_strategy="no",
+            logging_steps=10,
+            seed=self.recipe.seed,
+            use_cpu=not torch.cuda.is_available(),
+            dataloader_num_workers=0,
+        )
+        return cls(**{**defaults, **options})
+
+    def _resume_checkpoint(self, args) -> str | None:
+        checkpoints = sorted(
+            glob.glob(os.path.join(args.output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[-1])
+        )
+        return checkpoints[-1] if checkpoints else None
+
+    def _train(self, trainer, args) -> None:
+        trainer.train(resume_from_checkpoint=self._resume_checkpoint(args))
+
+    def _finetune(self, stage: Stage, model, out: str) -> Artifact:
+        from ..distill import DistillationConfig, DistillationTrainer
+
+        args = self._training_args(DistillationConfig, stage, {**stage.options, "alpha_kd": 0.0})
+        trainer = DistillationTrainer(
+            model=model, args=args, train_dataset=self.data["train"], data_collator=self.collator
+        )
+        self._train(trainer, args)
+        trainer.save_model(out)
+        return Artifact(out, "pytorch")
+
+    def _distill(self, stage: Stage, model, out: str) -> Artifact:
+        from ..distill import DistillationConfig, DistillationTrainer, cache_teacher_logits, init_student_from_teacher
+        from ..modeling import from_pretrained
+
+        options = dict(stage.options)
+        student_spec = options.pop("student")
+        cache = options.pop("cache_teacher_logits", False)
+        teacher = from_pretrained(self.recipe.teacher) if self.recipe.teacher else model
+        if "model" in student_spec:
+            student = from_pretrained(student_spec["model"])
+        else:
+            student = init_student_from_teacher(teacher, **student_spec)
+        args = self._training_args(DistillationConfig, stage, options)
+        train = self.data["train"]
+        if cache and not args.uses_teacher_internals:
+            train = cache_teacher_logits(
+                teacher, train, data_collator=self.collator, column=args.teacher_logits_column
+            )
+            teacher = None
+        trainer = DistillationTrainer(
+            model=student, args=args, teacher_model=teacher, train_dataset=train, data_collator=self.collator
+        )
+        self._train(trainer, args)
+        trainer.save_model(out)
+        return Artifact(out, "pytorch")
+
+    def _prune(self, stage: Stage, model, out: str) -> Artifact:
+        options = dict(stage.options)
+        method = options.pop("method", "gradual")
+        if method == "post_training":
+            from torch.utils.data import DataLoader
+
+            from ..prune import prune_to_target
+
+            train = self.data["train"]
+            count = min(options.get("num_samples", 512), len(train))
+            loader = DataLoader(
+                train.select(range(count)), batch_size=options.get("batch_size", 8), collate_fn=self.collator
+            )
+            prune_to_target(
+                model,
+                loader,
+                flops_ratio=options.get("flops_ratio", 0.5),
+                mask_tuning=options.get("mask_tuning", True),
+            )
+            model.save_pretrained(out)
+        else:
+            from ..prune import PruningConfig, PruningTrainer
+
+            args = self._training_args(PruningConfig, stage, options)
+            trainer = PruningTrainer(
+                model=model, args=args, train_dataset=self.data["train"], data_collator=self.collator
+            )
+            self._train(trainer, args)
+            trainer.save_model(out)
+        return Artifact(out, "pytorch")
+
+    def _quantize(self, stage: Stage, model_path: str, out: str) -> Artifact:
+        from ..export import export_onnx, quantize
+
+        options = dict(stage.options)
+        onnx_dir = os.path.join(self.output_dir, WORK_DIR, stage.name, "onnx")
+        export_onnx(model_path, onnx_dir)
+        calibration = None
+        if options.get("mode", "dynamic") == "static":
+            count = min(options.pop("calibration_samples", 128), len(self.data["train"]))
+            calibration = self.data["train"].select(range(count))
+        else:
+            options.pop("calibration_samples", None)
+        report = quantize(
+            onnx_dir,
+            out,
+            calibration_dataset=calibration,
+            eval_dataset=self.data["eval"] if options.get("max_accuracy_drop") is not None else None,
+            metric=self.recipe.metric,
+            **options,
+        )
+        logger.info(report.message)
+        return Artifact(out, "onnx-int8")
+
+    # -- measuring -------------------------------------------------------------------------------------------------
+    def _measure(self, artifact: Artifact, split: str = "eval") -> dict:
+        from ..evaluation import benchmark_latency, evaluate
+        from ..stats import size_on_disk
+
+        metrics = evaluate(artifact.path, self.data[split], metric=self.recipe.metric, data_collator=self.collator)
+        if artifact.kind == "pytorch":
+            model = self._load_model(artifact.path)
+            parameters = sum(p.numel() for p in model.parameters())
+            size = sum(size_on_disk(f) for f in glob.glob(os.path.join(artifact.path, "*.safetensors")))
+            target = model
+        else:
+            model = None
+            parameters = None
+            size = sum(size_on_disk(f) for f in glob.glob(os.path.join(artifact.path, "*.onnx")))
+            target = artifact.path
+        example = self.collator([{k: v for k, v in self.data[split][0].items() if k != "labels"}])
+        spec = {k: v for k, v in example.items() if k != "labels" and torch.is_tensor(v)}
+        latency = self.recipe.latency
+        rows = benchmark_latency(
+            {"model": target},
+            spec,
+            batch_sizes=tuple(latency.get("batch_sizes", (1, 32))),
+            warmup=latency.get("warmup", 3),
+            repeats=latency.get("repeats", 10),
+            num_threads=latency.get("num_threads"),
+            verbose=False,
+        )
+        return {
+            "metric": metrics[self.recipe.metric],
+            "parameters": parameters,
+            "size_bytes": size,
+            "latency_ms": {str(r["batch_size"]): r["median_ms"] for r in rows},
+        }
+
+    # -- the run ---------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.prepare()
+        self._load_state()
+        stages = self.state["stages"]
+        base_dir = os.path.join(self.output_dir, "stage-0-base")
+        if "stage-0-base" not in stages:
+            start = time.perf_counter()
+            with atomic_directory(base_dir) as tmp:
+                self._build_base(tmp)
+            measured = self._measure(Artifact(base_dir, "pytorch"))
+            stages["stage-0-base"] = {
+                "kind": "pytorch",
+                "path": "stage-0-base",
+                "seconds": time.perf_counter() - start,
+                **measured,
+            }
+            self._save_state()
+        elif self.data is None:
+            from transformers import AutoConfig
+
+            self._prepare_data(AutoConfig.from_pretrained(base_dir))
+        current = Artifact(base_dir, "pytorch")
+
+        for stage in self.recipe.stages:
+            if stage.name in stages:
+                record = stages[stage.name]
+                if record.get("path"):
+                    current = Artifact(os.path.join(self.output_dir, record["path"]), record["kind"])
+                continue
+            start = time.perf_counter()
+            out = os.path.join(self.output_dir, stage.name)
+            if stage.kind == "evaluate":
+                split = stage.options.get("split", "eval")
+                if split not in self.data:
+                    raise HfSlimError(f"{stage.path}.split: the dataset has no {split} split.")
+                measured = self._measure(current, split)
+                stages[stage.name] = {
+                    "kind": current.kind,
+                    "path": None,
+                    "evaluated": os.path.relpath(current.path, self.output_dir),
+                    "split": split,
+                    "seconds": time.perf_counter() - start,
+                    **measured,
+                }
+            elif stage.kind == "push":
+                raise HfSlimError(f"{stage.path}: publishing to the Hub is not available in this version yet.")
+            else:
+                with atomic_directory(out) as tmp:
+                    if stage.kind == "quantize":
+                        artifact = self._quantize(stage, current.path, tmp)
+                    else:
+                        model = self._load_model(current.path)
+                        artifact = getattr(self, f"_{stage.kind}")(stage, model, tmp)
+                        self.processor.save_pretrained(tmp)
+                current = Artifact(out, artifact.kind)
+                measured = self._measure(current)
+                stages[stage.name] = {
+                    "kind": current.kind,
+                    "path": stage.name,
+                    "seconds": time.perf_counter() - start,
+                    **measured,
+                }
+            self._save_state()
+            shutil.rmtree(os.path.join(self.output_dir, WORK_DIR, stage.name), ignore_errors=True)
+            print(self._summary_line(stage.name, stages[stage.name]))
+        report = self._report()
+        _barrier()
+        return report
+
+    def _summary_line(self, name: str, record: dict) -> str:
+        latency = record.get("latency_ms", {}).get("1")
+        size = record.get("size_bytes")
+        return (
+            f"[hf-slim] {name}: {self.recipe.metric} {record['metric']:.4f}"
+            + (f", {size / 1e6:.2f} MB" if size else "")
+            + (f", {latency:.2f} ms at batch 1" if latency else "")
+            + f", {record['seconds']:.1f} s"
+        )
+
+    def _report(self) -> dict:
+        from .report import StageRow, build_report, write_report
+
+        rows = []
+        for name, record in self.state["stages"].items():
+            rows.append(
+                StageRow(
+                    stage=name,
+                    kind=record["kind"],
+                    path=record.get("path") or record.get("evaluated") or "",
+                    parameters=record.get("parameters"),
+                    size_bytes=record.get("size_bytes"),
+                    latency_ms=record.get("latency_ms", {}),
+                    metric_name=self.recipe.metric + (f" ({record['split']})" if record.get("split") else ""),
+                    metric=record.get("metric"),
+                    seconds=record.get("seconds"),
+                )
+            )
+        # Retention is relative to the teacher: the fine-tuned model when the recipe trains one, else the base model.
+        reference = next((s.name for s in self.recipe.stages if s.kind == "finetune"), "stage-0-base")
+        report = build_report(
+            rows, reference=reference, title=self.recipe.name or "hf-slim run", meta={"recipe": self.recipe.raw}
+        )
+        if _is_main_process():
+            write_report(report, self.output_dir)
+        return report
+
+
+def run_recipe(recipe, output_dir: str, overrides: list[str] | None = None, overwrite: bool = False) -> dict:
+    """Validate and run a recipe (path or dict) into `output_dir`; returns the report."""
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe, overrides)
+    return RecipeRunner(recipe, output_dir, overwrite=overwrite).run()
