@@ -23,6 +23,7 @@ def atomic_directory(path: str | os.PathLike, overwrite: bool = True) -> Iterato
         raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it.")
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp folders are owner-only; outputs are ordinary folders
     try:
         yield tmp
     except BaseException:

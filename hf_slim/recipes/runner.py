@@ -290,7 +290,7 @@ class RecipeRunner:
 
     # -- measuring -------------------------------------------------------------------------------------------------
     def _measure(self, artifact: Artifact, split: str = "eval") -> dict:
-        from ..evaluation import benchmark_latency, evaluate
+        from ..evaluation import evaluate
         from ..stats import size_on_disk
 
         metrics = evaluate(artifact.path, self.data[split], metric=self.recipe.metric, data_collator=self.collator)
@@ -298,29 +298,13 @@ class RecipeRunner:
             model = self._load_model(artifact.path)
             parameters = sum(p.numel() for p in model.parameters())
             size = sum(size_on_disk(f) for f in glob.glob(os.path.join(artifact.path, "*.safetensors")))
-            target = model
         else:
-            model = None
             parameters = None
             size = sum(size_on_disk(f) for f in glob.glob(os.path.join(artifact.path, "*.onnx")))
-            target = artifact.path
-        example = self.collator([{k: v for k, v in self.data[split][0].items() if k != "labels"}])
-        spec = {k: v for k, v in example.items() if k != "labels" and torch.is_tensor(v)}
-        latency = self.recipe.latency
-        rows = benchmark_latency(
-            {"model": target},
-            spec,
-            batch_sizes=tuple(latency.get("batch_sizes", (1, 32))),
-            warmup=latency.get("warmup", 3),
-            repeats=latency.get("repeats", 10),
-            num_threads=latency.get("num_threads"),
-            verbose=False,
-        )
         return {
             "metric": metrics[self.recipe.metric],
             "parameters": parameters,
             "size_bytes": size,
-            "latency_ms": {str(r["batch_size"]): r["median_ms"] for r in rows},
         }
 
     # -- the run ---------------------------------------------------------------------------------------------------
@@ -394,18 +378,49 @@ class RecipeRunner:
         return report
 
     def _summary_line(self, name: str, record: dict) -> str:
-        latency = record.get("latency_ms", {}).get("1")
         size = record.get("size_bytes")
         return (
             f"[hf-slim] {name}: {self.recipe.metric} {record['metric']:.4f}"
             + (f", {size / 1e6:.2f} MB" if size else "")
-            + (f", {latency:.2f} ms at batch 1" if latency else "")
             + f", {record['seconds']:.1f} s"
         )
+
+    def _latencies(self) -> dict[str, dict[str, float]]:
+        """Latency of every stage's model, measured together in this process so the ratios compare like with like."""
+        from ..evaluation import benchmark_latency
+
+        targets, owner = {}, {}
+        for name, record in self.state["stages"].items():
+            path = record.get("path") or record.get("evaluated")
+            if path in owner:
+                continue
+            owner[path] = name
+            full = os.path.join(self.output_dir, path)
+            targets[name] = self._load_model(full) if record["kind"] == "pytorch" else full
+        example = self.collator([{k: v for k, v in self.data["eval"][0].items() if k != "labels"}])
+        spec = {k: v for k, v in example.items() if k != "labels" and torch.is_tensor(v)}
+        latency = self.recipe.latency
+        rows = benchmark_latency(
+            targets,
+            spec,
+            batch_sizes=tuple(latency.get("batch_sizes", (1, 32))),
+            warmup=latency.get("warmup", 10),
+            repeats=latency.get("repeats", 30),
+            num_threads=latency.get("num_threads"),
+            verbose=False,
+        )
+        by_name: dict[str, dict[str, float]] = {}
+        for row in rows:
+            by_name.setdefault(row["name"], {})[str(row["batch_size"])] = row["median_ms"]
+        return {
+            name: by_name[owner[record.get("path") or record.get("evaluated")]]
+            for name, record in self.state["stages"].items()
+        }
 
     def _report(self) -> dict:
         from .report import StageRow, build_report, write_report
 
+        latencies = self._latencies()
         rows = []
         for name, record in self.state["stages"].items():
             rows.append(
@@ -415,10 +430,11 @@ class RecipeRunner:
                     path=record.get("path") or record.get("evaluated") or "",
                     parameters=record.get("parameters"),
                     size_bytes=record.get("size_bytes"),
-                    latency_ms=record.get("latency_ms", {}),
-                    metric_name=self.recipe.metric + (f" ({record['split']})" if record.get("split") else ""),
+                    latency_ms=latencies.get(name, {}),
+                    metric_name=self.recipe.metric,
                     metric=record.get("metric"),
                     seconds=record.get("seconds"),
+                    notes=f"{record['split']} split" if record.get("split") else "",
                 )
             )
         # Retention is relative to the teacher: the fine-tuned model when the recipe trains one, else the base model.
