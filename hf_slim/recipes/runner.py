@@ -155,6 +155,16 @@ class RecipeRunner:
             model_type = config_kwargs.pop("model_type")
             config = AutoConfig.for_model(model_type, **config_kwargs, **label_kwargs)
             model = auto.from_config(config)
+        elif getattr(AutoConfig.from_pretrained(self.recipe.model), "hf_slim", None):
+            # A model hf_slim already compressed: rebuild its structure (stock loaders cannot).
+            from ..modeling import from_pretrained
+
+            model = from_pretrained(self.recipe.model)
+            if model.config.num_labels != len(self.labels):
+                raise RecipeError(
+                    f"model: {self.recipe.model} has {model.config.num_labels} labels but the dataset has "
+                    f"{len(self.labels)} ({self.labels})."
+                )
         else:
             model = auto.from_pretrained(
                 self.recipe.model,
