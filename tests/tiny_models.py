@@ -112,3 +112,22 @@ def make_dataset(model_type: str, num_rows: int = 24, seed: int = 0) -> Dataset:
     columns = {k: v.tolist() for k, v in inputs.items()}
     columns["labels"] = labels.tolist()
     return Dataset.from_dict(columns)
+
+
+def _auto_classes():
+    from transformers import (
+        AutoModelForAudioClassification,
+        AutoModelForImageClassification,
+        AutoModelForSequenceClassification,
+    )
+
+    by_modality = {
+        "text": AutoModelForSequenceClassification,
+        "image": AutoModelForImageClassification,
+        "audio": AutoModelForAudioClassification,
+    }
+    modality = {"bert": "text", "roberta": "text", "distilbert": "text", "vit": "image", "deit": "image"}
+    return {t: by_modality[modality.get(t, "audio")] for t in MODEL_TYPES}
+
+
+AUTO_CLASSES = _auto_classes()  # model type -> the Auto class that loads its classification checkpoints

@@ -3,13 +3,10 @@ import re
 import numpy as np
 import pytest
 import torch
-from tiny_models import MODEL_TYPES, build_model, make_inputs
+from tiny_models import AUTO_CLASSES, MODEL_TYPES, build_model, make_inputs
 from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
-    AutoModelForAudioClassification,
-    AutoModelForImageClassification,
-    AutoModelForSequenceClassification,
     GPT2Config,
     GPT2ForSequenceClassification,
 )
@@ -17,16 +14,6 @@ from transformers import (
 import hf_slim
 from hf_slim.distill import evenly_spaced_layers, init_student_from_teacher
 from hf_slim.errors import HfSlimError, InvalidLayerMapError, UnsupportedArchitectureError
-
-AUTO_CLASSES = {
-    "bert": AutoModelForSequenceClassification,
-    "roberta": AutoModelForSequenceClassification,
-    "distilbert": AutoModelForSequenceClassification,
-    "vit": AutoModelForImageClassification,
-    "deit": AutoModelForImageClassification,
-    "wav2vec2": AutoModelForAudioClassification,
-    "hubert": AutoModelForAudioClassification,
-}
 
 
 def _layer_state(module):

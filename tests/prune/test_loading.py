@@ -8,10 +8,8 @@ import sys
 import pytest
 import torch
 import transformers
-from tiny_models import MODEL_TYPES, build_model, make_inputs
+from tiny_models import AUTO_CLASSES, MODEL_TYPES, build_model, make_inputs
 from transformers import (
-    AutoModelForAudioClassification,
-    AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     BertForSequenceClassification,
 )
@@ -22,15 +20,6 @@ from hf_slim.errors import HfSlimError
 from hf_slim.modeling import from_pretrained
 from hf_slim.prune import drop_layers, prune_ffn, prune_heads
 
-AUTO_CLASSES = {
-    "bert": AutoModelForSequenceClassification,
-    "roberta": AutoModelForSequenceClassification,
-    "distilbert": AutoModelForSequenceClassification,
-    "vit": AutoModelForImageClassification,
-    "deit": AutoModelForImageClassification,
-    "wav2vec2": AutoModelForAudioClassification,
-    "hubert": AutoModelForAudioClassification,
-}
 # Families whose transformers 4.x classes rebuild heads from config.pruned_heads.
 STOCK_HEAD_FAMILIES = ("bert", "roberta", "distilbert", "vit", "deit")
 FFN = 37
