@@ -38,11 +38,15 @@ from .prune import (
     prune_unstructured,
     prune_vocabulary,
 )
+from .recipes import RecipeError, load_recipe, run_recipe
 from .stats import model_stats, size_on_disk
 
 __all__ = [
     "ArchitectureAdapter",
     "QuantizationReport",
+    "RecipeError",
+    "load_recipe",
+    "run_recipe",
     "benchmark_latency",
     "evaluate",
     "export_onnx",

@@ -93,9 +93,15 @@ class RecipeRunner:
 
         from .schema import _check_modality
 
-        if isinstance(self.recipe.model, str):
-            config = AutoConfig.from_pretrained(self.recipe.model, trust_remote_code=False)
-            _check_modality(config.model_type, self.recipe.task, "model")
+        for key in ("model", "teacher"):
+            name = getattr(self.recipe, key)
+            if not isinstance(name, str):
+                continue
+            try:
+                config = AutoConfig.from_pretrained(name, trust_remote_code=False)
+            except (OSError, ValueError) as err:
+                raise RecipeError(f"{key}: cannot load {name!r} ({err}).") from None
+            _check_modality(config.model_type, self.recipe.task, key)
 
     # -- state -----------------------------------------------------------------------------------------------------
     def _load_state(self) -> None:
