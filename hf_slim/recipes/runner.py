@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import HfSlimError
 from ..io import atomic_directory, write_json_atomic
 from .schema import Recipe, RecipeError, Stage, load_recipe
 
@@ -62,8 +61,20 @@ class RecipeRunner:
         """Everything that can fail before work: the output dir, the data and its columns, the model's task."""
         from .data import check_columns, label_names, load_raw
 
+        for stage in self.recipe.stages:
+            if stage.kind == "push":
+                raise RecipeError(
+                    f"{stage.path}: publishing to the Hub is not available in this version yet; remove the stage."
+                )
         self._check_output_dir()
         raw = load_raw(self.recipe.dataset, seed=self.recipe.seed)
+        for stage in self.recipe.stages:
+            split = stage.options.get("split", "eval") if stage.kind == "evaluate" else None
+            if split and split not in raw:
+                raise RecipeError(
+                    f"{stage.path}.split: the dataset has no {split} split; set dataset.test_split to evaluate on "
+                    "a test split."
+                )
         check_columns(raw, self.recipe.dataset, self.recipe.task)
         self.raw_data = raw
         self.labels = label_names(raw, self.recipe.dataset)
@@ -325,23 +336,33 @@ class RecipeRunner:
 
     # -- the run ---------------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        """Run every unfinished stage. Under `torch.distributed` (e.g. `accelerate launch`), every process trains;
+        only the main process writes outputs, measures and reports, and the others wait for it."""
         self.prepare()
-        self._load_state()
+        main = _is_main_process()
+        if main:
+            self._load_state()
+        _barrier()
+        if not main:
+            with open(os.path.join(self.output_dir, STATE_NAME)) as f:
+                self.state = json.load(f)
         stages = self.state["stages"]
         base_dir = os.path.join(self.output_dir, "stage-0-base")
         if "stage-0-base" not in stages:
             start = time.perf_counter()
-            with atomic_directory(base_dir) as tmp:
-                self._build_base(tmp)
-            measured = self._measure(Artifact(base_dir, "pytorch"))
-            stages["stage-0-base"] = {
-                "kind": "pytorch",
-                "path": "stage-0-base",
-                "seconds": time.perf_counter() - start,
-                **measured,
-            }
-            self._save_state()
-        elif self.data is None:
+            if main:
+                with atomic_directory(base_dir) as tmp:
+                    self._build_base(tmp)
+                measured = self._measure(Artifact(base_dir, "pytorch"))
+                stages["stage-0-base"] = {
+                    "kind": "pytorch",
+                    "path": "stage-0-base",
+                    "seconds": time.perf_counter() - start,
+                    **measured,
+                }
+                self._save_state()
+            _barrier()
+        if self.data is None:
             from transformers import AutoConfig
 
             self._prepare_data(AutoConfig.from_pretrained(base_dir))
@@ -356,40 +377,54 @@ class RecipeRunner:
             start = time.perf_counter()
             out = os.path.join(self.output_dir, stage.name)
             if stage.kind == "evaluate":
-                split = stage.options.get("split", "eval")
-                if split not in self.data:
-                    raise HfSlimError(f"{stage.path}.split: the dataset has no {split} split.")
-                measured = self._measure(current, split)
-                stages[stage.name] = {
-                    "kind": current.kind,
-                    "path": None,
-                    "evaluated": os.path.relpath(current.path, self.output_dir),
-                    "split": split,
-                    "seconds": time.perf_counter() - start,
-                    **measured,
-                }
-            elif stage.kind == "push":
-                raise HfSlimError(f"{stage.path}: publishing to the Hub is not available in this version yet.")
-            else:
+                if main:
+                    split = stage.options.get("split", "eval")
+                    measured = self._measure(current, split)
+                    stages[stage.name] = {
+                        "kind": current.kind,
+                        "path": None,
+                        "evaluated": os.path.relpath(current.path, self.output_dir),
+                        "split": split,
+                        "seconds": time.perf_counter() - start,
+                        **measured,
+                    }
+            elif stage.kind in ("finetune", "distill") or (
+                stage.kind == "prune" and stage.options.get("method", "gradual") == "gradual"
+            ):
+                # Training stages run on every process (DDP); the main process writes the result.
+                model = self._load_model(current.path)
+                work_out = os.path.join(self.output_dir, WORK_DIR, stage.name, "final")
+                artifact = getattr(self, f"_{stage.kind}")(stage, model, work_out)
+                if main:
+                    with atomic_directory(out) as tmp:
+                        for name in os.listdir(work_out):
+                            shutil.move(os.path.join(work_out, name), os.path.join(tmp, name))
+                        self.processor.save_pretrained(tmp)
+                current = Artifact(out, artifact.kind)
+            elif main:
                 with atomic_directory(out) as tmp:
                     if stage.kind == "quantize":
                         artifact = self._quantize(stage, current.path, tmp)
                     else:
-                        model = self._load_model(current.path)
-                        artifact = getattr(self, f"_{stage.kind}")(stage, model, tmp)
+                        artifact = self._prune(stage, self._load_model(current.path), tmp)
                         self.processor.save_pretrained(tmp)
                 current = Artifact(out, artifact.kind)
-                measured = self._measure(current)
-                stages[stage.name] = {
-                    "kind": current.kind,
-                    "path": stage.name,
-                    "seconds": time.perf_counter() - start,
-                    **measured,
-                }
-            self._save_state()
-            shutil.rmtree(os.path.join(self.output_dir, WORK_DIR, stage.name), ignore_errors=True)
-            print(self._summary_line(stage.name, stages[stage.name]))
-        report = self._report()
+            else:
+                current = Artifact(out, "onnx-int8" if stage.kind == "quantize" else "pytorch")
+            if main:
+                if stage.kind != "evaluate":
+                    measured = self._measure(current)
+                    stages[stage.name] = {
+                        "kind": current.kind,
+                        "path": stage.name,
+                        "seconds": time.perf_counter() - start,
+                        **measured,
+                    }
+                self._save_state()
+                shutil.rmtree(os.path.join(self.output_dir, WORK_DIR, stage.name), ignore_errors=True)
+                print(self._summary_line(stage.name, stages[stage.name]))
+            _barrier()
+        report = self._report() if main else {}
         _barrier()
         return report
 
