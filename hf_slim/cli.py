@@ -33,10 +33,11 @@ def _run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.set)  # validated before anything is written
     output_dir = args.output_dir or f"outputs/{recipe.name or 'run'}"
     report = run_recipe(recipe, output_dir, overwrite=args.overwrite)
-    from .recipes.report import format_markdown_table
+    if report:  # only the main process reports under accelerate launch
+        from .recipes.report import format_markdown_table
 
-    print(format_markdown_table(report))
-    print(f"\nReport: {output_dir}/report.md, {output_dir}/report.json, {output_dir}/tradeoff.png")
+        print(format_markdown_table(report))
+        print(f"\nReport: {output_dir}/report.md, {output_dir}/report.json, {output_dir}/tradeoff.png")
     return 0
 
 
@@ -51,13 +52,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _single(args: argparse.Namespace) -> int:
     """One stage of a recipe applied to a given model: the recipe supplies the data and the stage's options."""
-    import yaml
-
     from .recipes.runner import run_recipe
-    from .recipes.schema import RecipeError, load_recipe
+    from .recipes.schema import RecipeError, load_recipe, read_recipe_file
 
-    with open(args.recipe) as f:
-        raw = yaml.safe_load(f)
+    raw = read_recipe_file(args.recipe)
     stages = [s for s in raw.get("stages", []) if (s if isinstance(s, str) else next(iter(s))) == args.command]
     if not stages:
         stages = [{args.command: {}}]
@@ -68,9 +66,10 @@ def _single(args: argparse.Namespace) -> int:
         raise RecipeError(f"--set changed the stage to {recipe.stages[0].kind}; expected {args.command}.")
     output_dir = args.output_dir or f"outputs/{args.command}"
     report = run_recipe(recipe, output_dir, overwrite=args.overwrite)
-    from .recipes.report import format_markdown_table
+    if report:
+        from .recipes.report import format_markdown_table
 
-    print(format_markdown_table(report))
+        print(format_markdown_table(report))
     return 0
 
 

@@ -82,6 +82,8 @@ class RecipeRunner:
 
     def _check_output_dir(self) -> None:
         state_path = os.path.join(self.output_dir, STATE_NAME)
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise RecipeError(f"{self.output_dir} is a file; choose another --output-dir.")
         if not os.path.isdir(self.output_dir) or not os.listdir(self.output_dir):
             return
         if self.overwrite:
@@ -274,13 +276,16 @@ class RecipeRunner:
             loader = DataLoader(
                 train.select(range(count)), batch_size=options.get("batch_size", 8), collate_fn=self.collator
             )
+            # Runs on every process with the same data, so every process takes the same decisions (the scores are
+            # all-reduced under torch.distributed); the main process writes.
             prune_to_target(
                 model,
                 loader,
                 flops_ratio=options.get("flops_ratio", 0.5),
                 mask_tuning=options.get("mask_tuning", True),
             )
-            model.save_pretrained(out)
+            if _is_main_process():
+                model.save_pretrained(out)
         else:
             from ..prune import PruningConfig, PruningTrainer
 
@@ -388,10 +393,9 @@ class RecipeRunner:
                         "seconds": time.perf_counter() - start,
                         **measured,
                     }
-            elif stage.kind in ("finetune", "distill") or (
-                stage.kind == "prune" and stage.options.get("method", "gradual") == "gradual"
-            ):
-                # Training stages run on every process (DDP); the main process writes the result.
+            elif stage.kind in ("finetune", "distill", "prune"):
+                # Training and pruning run on every process (DDP; identical pruning decisions); the main process
+                # writes the result.
                 model = self._load_model(current.path)
                 work_out = os.path.join(self.output_dir, WORK_DIR, stage.name, "final")
                 artifact = getattr(self, f"_{stage.kind}")(stage, model, work_out)
@@ -403,11 +407,7 @@ class RecipeRunner:
                 current = Artifact(out, artifact.kind)
             elif main:
                 with atomic_directory(out) as tmp:
-                    if stage.kind == "quantize":
-                        artifact = self._quantize(stage, current.path, tmp)
-                    else:
-                        artifact = self._prune(stage, self._load_model(current.path), tmp)
-                        self.processor.save_pretrained(tmp)
+                    artifact = self._quantize(stage, current.path, tmp)
                 current = Artifact(out, artifact.kind)
             else:
                 current = Artifact(out, "onnx-int8" if stage.kind == "quantize" else "pytorch")

@@ -212,6 +212,20 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def read_recipe_file(path: str) -> dict:
+    """The YAML mapping of a recipe file, or a [`RecipeError`] saying why it cannot be read."""
+    if not os.path.isfile(path):
+        raise RecipeError(f"{path}: no such recipe file. Shipped recipes are in recipes/.")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise RecipeError(f"{path}: not valid YAML ({err}).") from err
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}.")
+    return raw
+
+
 def load_recipe(path_or_dict: str | os.PathLike | dict, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe (YAML file or dict), apply `--set` overrides, and validate everything that can be checked
     without loading models or data. Raises [`RecipeError`] naming the YAML path of the first problem."""
@@ -220,13 +234,7 @@ def load_recipe(path_or_dict: str | os.PathLike | dict, overrides: list[str] | N
         raw = path_or_dict
     else:
         source = os.fspath(path_or_dict)
-        if not os.path.isfile(source):
-            raise RecipeError(f"{source}: no such recipe file. Shipped recipes are in recipes/.")
-        with open(source) as f:
-            try:
-                raw = yaml.safe_load(f)
-            except yaml.YAMLError as err:
-                raise RecipeError(f"{source}: not valid YAML ({err}).") from err
+        raw = read_recipe_file(source)
     if not isinstance(raw, dict):
         raise RecipeError(f"{source or 'recipe'}: expected a mapping at the top level, got {type(raw).__name__}.")
     raw = apply_overrides(raw, overrides or [])
