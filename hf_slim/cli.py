@@ -73,6 +73,22 @@ def _single(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    manifest = push_to_hub(
+        args.source,
+        args.repo_id,
+        private=args.private,
+        dry_run=args.dry_run,
+        folder=args.folder,
+        base_model=args.base_model,
+    )
+    if args.dry_run:
+        print(f"Upload folder: {manifest['folder']}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from .recipes.report import render_report
 
@@ -125,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="re-render report.md and tradeoff.png from a run's report.json")
     report.add_argument("output_dir")
     report.set_defaults(func=_report)
+
+    push = commands.add_parser(
+        "push",
+        help="publish a run / model folder to the Hub with a generated model card",
+        description="Upload the compressed PyTorch model (safetensors, config, preprocessor) and, when present, the "
+        "int8 ONNX model under onnx/, with a model card built from the run's measured report, in one commit. The "
+        "token comes from HF_TOKEN or the cached login (huggingface-cli login) and is never printed.",
+    )
+    push.add_argument("source", help="an hf-slim run output dir, or a saved model folder")
+    push.add_argument("--repo-id", required=True, help="namespace/name on the Hub")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--dry-run", action="store_true", help="write the upload folder and list it; send nothing")
+    push.add_argument("--folder", help="where to write the upload folder (default: a temporary folder)")
+    push.add_argument("--base-model", help="Hub id of the model this one derives from, for the card")
+    push.set_defaults(func=_push)
 
     env = commands.add_parser("env", help="print hf_slim, library versions and supported architectures")
     env.set_defaults(func=_env)

@@ -245,6 +245,10 @@ class DistillationTrainer(Trainer):
             self.add_callback(_ProjectionGradients(self.projections))
 
         self._distill_metrics: dict[str, list[float]] = defaultdict(list)
+        # Tags for the model card written by Trainer.push_to_hub / create_model_card.
+        tags = ["hf-slim"] + (["distillation"] if args.alpha_kd > 0 or args.uses_teacher_internals else [])
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(tags)
 
     # -- data ---------------------------------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self):

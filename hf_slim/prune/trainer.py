@@ -88,6 +88,8 @@ class PruningTrainer(DistillationTrainer):
         )
         self.pruning_end_step = args.pruning_end_step
         self.finalized = False
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(["pruned"])
         self.add_callback(_PruningCallback(self))
 
     # -- schedule -------------------------------------------------------------------------------------------------

@@ -62,10 +62,14 @@ class RecipeRunner:
         from .data import check_columns, label_names, load_raw
 
         for stage in self.recipe.stages:
-            if stage.kind == "push":
-                raise RecipeError(
-                    f"{stage.path}: publishing to the Hub is not available in this version yet; remove the stage."
-                )
+            if stage.kind == "push" and not stage.options.get("dry_run"):
+                from ..hub import resolve_token
+
+                if not resolve_token():
+                    raise RecipeError(
+                        f"{stage.path}: no Hugging Face token; set HF_TOKEN or run `huggingface-cli login` (or set "
+                        f"{stage.path}.dry_run: true)."
+                    )
         self._check_output_dir()
         raw = load_raw(self.recipe.dataset, seed=self.recipe.seed)
         for stage in self.recipe.stages:
@@ -393,6 +397,28 @@ class RecipeRunner:
                         "seconds": time.perf_counter() - start,
                         **measured,
                     }
+            elif stage.kind == "push":
+                if main:
+                    from ..hub import push_to_hub
+
+                    self._report()  # the model card is built from the report of the stages so far
+                    with atomic_directory(out) as tmp:
+                        manifest = push_to_hub(
+                            self.output_dir,
+                            stage.options["repo_id"],
+                            private=stage.options.get("private", False),
+                            dry_run=stage.options.get("dry_run", False),
+                            folder=tmp,
+                        )
+                    stages[stage.name] = {
+                        "kind": "push",
+                        "path": None,
+                        "repo_id": stage.options["repo_id"],
+                        "files": manifest["files"],
+                        "url": manifest.get("url"),
+                        "dry_run": stage.options.get("dry_run", False),
+                        "seconds": time.perf_counter() - start,
+                    }
             elif stage.kind in ("finetune", "distill", "prune"):
                 # Training and pruning run on every process (DDP; identical pruning decisions); the main process
                 # writes the result.
@@ -412,7 +438,7 @@ class RecipeRunner:
             else:
                 current = Artifact(out, "onnx-int8" if stage.kind == "quantize" else "pytorch")
             if main:
-                if stage.kind != "evaluate":
+                if stage.kind not in ("evaluate", "push"):
                     measured = self._measure(current)
                     stages[stage.name] = {
                         "kind": current.kind,
@@ -428,7 +454,13 @@ class RecipeRunner:
         _barrier()
         return report
 
+    def _model_records(self):
+        return [(name, record) for name, record in self.state["stages"].items() if record["kind"] != "push"]
+
     def _summary_line(self, name: str, record: dict) -> str:
+        if record["kind"] == "push":
+            verb = "would commit" if record.get("dry_run") else "committed"
+            return f"[hf-slim] {name}: {verb} {len(record['files'])} files to {record['repo_id']}"
         size = record.get("size_bytes")
         return (
             f"[hf-slim] {name}: {self.recipe.metric} {record['metric']:.4f}"
@@ -441,7 +473,7 @@ class RecipeRunner:
         from ..evaluation import benchmark_latency
 
         targets, owner = {}, {}
-        for name, record in self.state["stages"].items():
+        for name, record in self._model_records():
             path = record.get("path") or record.get("evaluated")
             if path in owner:
                 continue
@@ -465,7 +497,7 @@ class RecipeRunner:
             by_name.setdefault(row["name"], {})[str(row["batch_size"])] = row["median_ms"]
         return {
             name: by_name[owner[record.get("path") or record.get("evaluated")]]
-            for name, record in self.state["stages"].items()
+            for name, record in self._model_records()
         }
 
     def _report(self) -> dict:
@@ -473,7 +505,7 @@ class RecipeRunner:
 
         latencies = self._latencies()
         rows = []
-        for name, record in self.state["stages"].items():
+        for name, record in self._model_records():
             rows.append(
                 StageRow(
                     stage=name,

@@ -67,7 +67,7 @@ QUANTIZE_OPTIONS = {
     "strict": bool,
 }
 EVALUATE_OPTIONS = {"split": str, "batch_size": int}
-PUSH_OPTIONS = {"repo_id": str, "private": bool}
+PUSH_OPTIONS = {"repo_id": str, "private": bool, "dry_run": bool}
 LATENCY_OPTIONS = {"batch_sizes": list[int], "warmup": int, "repeats": int, "num_threads": int}
 CHOICES = {
     ("prune", "method"): ("gradual", "post_training"),
