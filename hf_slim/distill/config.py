@@ -12,6 +12,16 @@ from ..errors import HfSlimError, InvalidLayerMapError
 from .losses import ATTENTION_LOSSES, HIDDEN_LOSSES
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return True
+    return hasattr(torch, "xpu") and torch.xpu.is_available()
+
+
 def parse_layer_map(layer_map: Any) -> dict[int, int] | None:
     """Normalise a layer map given as a dict, a list (student layer i -> list[i]) or a JSON string of either."""
     if layer_map is None:
@@ -121,6 +131,10 @@ class DistillationConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        if not self.use_cpu and not _has_accelerator():
+            # On a machine without accelerators, `accelerate launch --multi_gpu --num_processes N` still starts N
+            # processes; they must run DDP on CPU (gloo), which TrainingArguments only does with use_cpu=True.
+            self.use_cpu = True
         super().__post_init__()
         if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
             raise HfSlimError(f"temperature must be a number > 0, got {self.temperature!r}. Typical values: 1-8.")

@@ -18,6 +18,7 @@ from ..errors import HfSlimError, IncompatibleModelsError, InvalidLayerMapError
 from ..modeling import load_model_like
 from .config import DistillationConfig, uniform_layer_map
 from .losses import attention_loss, hidden_state_loss, kd_loss
+from .teacher import prepare_teacher
 
 PROJECTIONS_NAME = "hf_slim_projections.safetensors"
 
@@ -221,15 +222,7 @@ class DistillationTrainer(Trainer):
         self.teacher_model = None
         self._teacher_inputs: set[str] | None = None
         if teacher_model is not None:
-            teacher_model.requires_grad_(False)
-            teacher_model.eval()
-            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                # Sharded teachers need the backend's inference initialisation; until then keep a full copy on
-                # every process, which is correct (only slower / larger) under both backends.
-                teacher_model = teacher_model.to(self.args.device)
-            else:
-                teacher_model = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
-            self.teacher_model = teacher_model
+            self.teacher_model = teacher_model = prepare_teacher(teacher_model, self.accelerator)
             forward = inspect.signature(self.accelerator.unwrap_model(teacher_model).forward).parameters
             if not any(p.kind == inspect.Parameter.VAR_KEYWORD for p in forward.values()):
                 self._teacher_inputs = set(forward)
