@@ -382,6 +382,28 @@ class DistillationTrainer(Trainer):
         outputs["loss"] = loss
         return (loss, outputs) if return_outputs else loss
 
+    # -- model card ---------------------------------------------------------------------------------------------
+    def create_model_card(self, *args, **kwargs):
+        """Trainer's model card, plus how to load the model when its structure needs hf_slim (pruned per layer)."""
+        super().create_model_card(*args, **kwargs)
+        record = getattr(self.accelerator.unwrap_model(self.model).config, "hf_slim", None) or {}
+        path = os.path.join(self.args.output_dir, "README.md")
+        if not self.is_world_process_zero() or not record or not os.path.isfile(path):
+            return
+        if record.get("stock_loadable", True):
+            note = (
+                "Compressed with hf_slim; it loads with the usual `AutoModelFor*.from_pretrained` or "
+                "`hf_slim.from_pretrained`."
+            )
+        else:
+            note = (
+                "This model was pruned by hf_slim with a per-layer structure (heads / FFN widths) that stock "
+                "transformers cannot rebuild; load it with:\n\n```python\nimport hf_slim\n\n"
+                "model = hf_slim.from_pretrained(REPO_OR_PATH)\n```"
+            )
+        with open(path, "a") as f:
+            f.write(f"\n## Loading\n\n{note}\n")
+
     # -- logging and checkpoints --------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._distill_metrics:
