@@ -97,13 +97,16 @@ def prepare_upload(
     and recipe), a saved model folder (with an `onnx/` subfolder if present), or a model in memory. Only
     safetensors weights and JSON/text files are copied (no pickles such as `training_args.bin`).
     """
+    if os.path.isdir(folder) and os.listdir(folder):
+        raise HfSlimError(f"The upload folder {folder} is not empty; give an empty or new folder.")
     if isinstance(source, nn.Module):
-        model_dir = tempfile.mkdtemp()
-        source.save_pretrained(model_dir, safe_serialization=True)
-        if processor is not None:
-            processor.save_pretrained(model_dir)
-        pytorch, onnx, report, recipe = model_dir, None, None, None
-    elif os.path.isfile(os.path.join(str(source), "state.json")):
+        with tempfile.TemporaryDirectory() as model_dir:
+            source.save_pretrained(model_dir, safe_serialization=True)
+            if processor is not None:
+                processor.save_pretrained(model_dir)
+            tags = list(getattr(source, "model_tags", None) or [])
+            return _prepare(model_dir, None, None, None, folder, repo_id, base_model, datasets, tags)
+    if os.path.isfile(os.path.join(str(source), "state.json")):
         pytorch, onnx, report, recipe = _latest_stages(str(source))
     elif os.path.isdir(str(source)):
         source = str(source)
@@ -116,6 +119,10 @@ def prepare_upload(
         report = recipe = None
     else:
         raise HfSlimError(f"push_to_hub: {source!r} is neither a model, a model folder nor an hf-slim run folder.")
+    return _prepare(pytorch, onnx, report, recipe, folder, repo_id, base_model, datasets, [], source)
+
+
+def _prepare(pytorch, onnx, report, recipe, folder, repo_id, base_model, datasets, tags, source=None) -> dict:
     if pytorch is None and onnx is None:
         raise HfSlimError(f"push_to_hub: {source} holds no safetensors model and no ONNX model to publish.")
     if pytorch is not None and not glob.glob(os.path.join(pytorch, "*.safetensors")):
@@ -142,7 +149,7 @@ def prepare_upload(
                 config = json.load(f)
     card = build_model_card(
         repo_id, config, report=report, recipe=recipe, has_pytorch=pytorch is not None, onnx_file=onnx_file,
-        onnx_in_subfolder=pytorch is not None, base_model=base_model, datasets=datasets,
+        onnx_in_subfolder=pytorch is not None, base_model=base_model, datasets=datasets, extra_tags=tags,
     )  # fmt: skip
     card.save(os.path.join(folder, "README.md"))
     files.append("README.md")
@@ -181,6 +188,7 @@ def build_model_card(
     onnx_in_subfolder: bool = True,
     base_model: str | None = None,
     datasets: list[str] | None = None,
+    extra_tags: list[str] | None = None,
 ):
     """A `huggingface_hub.ModelCard` whose numbers all come from `report` (measured by hf_slim), none invented."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -194,6 +202,9 @@ def build_model_card(
         tags.append("distillation")
     if "prune" in stage_kinds or history_ops & {"prune_heads", "prune_ffn", "drop_layers", "prune_to_target"}:
         tags.append("pruned")
+    for tag in extra_tags or []:  # e.g. the model_tags DistillationTrainer / PruningTrainer set
+        if tag not in tags:
+            tags.append(tag)
     if onnx_file:
         tags.append("onnx")
         if "quantized" in onnx_file:
@@ -327,6 +338,12 @@ def push_to_hub(
     """
     if not isinstance(repo_id, str) or not REPO_ID.match(repo_id):
         raise HfSlimError(f"repo_id={repo_id!r} is not a Hub repository id; use 'namespace/name'.")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HfSlimError(f"repo_id={repo_id!r} is not a valid Hub repository id: {err}") from None
     token = resolve_token(token)
     api = None
     if not dry_run:

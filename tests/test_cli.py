@@ -82,7 +82,7 @@ def test_unknown_command(capsys):
 # -- every command --------------------------------------------------------------------------------------------------
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED_RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "*.yaml")))
-COMMANDS = ["run", "validate", "distill", "prune", "quantize", "evaluate", "report", "env"]
+COMMANDS = ["run", "validate", "distill", "prune", "quantize", "evaluate", "report", "push", "env"]
 
 
 def test_every_command_is_listed_in_the_help(capsys):
@@ -117,7 +117,16 @@ def test_single_stage_commands_need_a_model_and_a_recipe(command, capsys):
     assert "--recipe" in err
 
 
-@pytest.mark.parametrize("command", ["run", "validate", "report"])
+def test_push_documents_its_options(capsys):
+    _, out, _ = _run(["push", "--help"], capsys)
+    for fragment in ("source", "--repo-id", "--private", "--dry-run", "--folder", "--base-model", "onnx/", "HF_TOKEN"):
+        assert fragment in out, fragment
+    code, _, err = _run(["push", "some-run"], capsys)
+    assert code == 2
+    assert "--repo-id" in err
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "report", "push"])
 def test_missing_argument_is_a_usage_error(command, capsys):
     code, _, err = _run([command], capsys)
     assert code == 2

@@ -110,21 +110,30 @@ class PruningTrainer(DistillationTrainer):
         }
 
     def _accumulate_scores(self) -> None:
-        for masks, scores in self._masks_and_scores().values():
-            for mask, score in zip(masks, scores, strict=True):
-                if mask.grad is not None:
-                    score += mask.grad.detach().abs()
-                    mask.grad = None
+        pairs = [
+            (mask, score)
+            for masks, scores in self._masks_and_scores().values()
+            for mask, score in zip(masks, scores, strict=True)
+            if mask.numel()
+        ]
+        grads = [mask.grad.detach() if mask.grad is not None else torch.zeros_like(mask) for mask, _ in pairs]
+        if grads and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # The gates live outside the DDP-wrapped model: average their gradients like DDP averages the weights',
+            # so every process ranks units by the gradient of the global batch (as one process would).
+            flat = torch.cat([g.flatten() for g in grads])
+            torch.distributed.all_reduce(flat)
+            flat /= torch.distributed.get_world_size()
+            grads = list(flat.split([g.numel() for g in grads]))
+        for (mask, score), grad in zip(pairs, grads, strict=True):
+            score += grad.view_as(score).abs()
+            mask.grad = None
 
     def _current_scores(self, kind: str) -> list[torch.Tensor]:
         if self.args.importance == "magnitude":
             magnitude = magnitude_importance(self.model)
             return {"heads": magnitude["heads"], "ffn": magnitude["ffn"], "layers": [magnitude["layers"]]}[kind]
+        # Scores are accumulated from process-averaged gradients, so they are identical on every process.
         scores = [s.clone() for s in self._masks_and_scores()[kind][1]]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for s in scores:
-                if s.numel():
-                    torch.distributed.all_reduce(s)  # identical decisions on every process
         if kind != "layers":
             scores = [s / s.norm().clamp_min(1e-20) if s.numel() else s for s in scores]
         return scores

@@ -469,7 +469,20 @@ class RecipeRunner:
         )
 
     def _latencies(self) -> dict[str, dict[str, float]]:
-        """Latency of every stage's model, measured together in this process so the ratios compare like with like."""
+        """Latency of every stage's model, measured together in one process so the ratios compare like with like.
+
+        Kept in `state.json` and re-measured (all together) only when a stage has none yet, so every report and
+        model card of a run shows the same numbers."""
+        cached = self.state.get("latency_ms") or {}
+        names = [name for name, _ in self._model_records()]
+        if names and all(name in cached for name in names):
+            return {name: cached[name] for name in names}
+        measured = self._measure_latencies()
+        self.state["latency_ms"] = measured
+        self._save_state()
+        return measured
+
+    def _measure_latencies(self) -> dict[str, dict[str, float]]:
         from ..evaluation import benchmark_latency
 
         targets, owner = {}, {}

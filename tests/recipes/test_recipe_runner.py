@@ -453,7 +453,7 @@ def bert_folder(tmp_path):
         (["model.config.model_type=bert"], "model.config.model_type", "cannot do image-classification"),
         (["model.config.model_type=gpt2"], "model.config.model_type", "gpt2"),
         (["stages[4].evaluate.split=test"], "stages[4].evaluate.split", "no test split"),
-        (["stages[4]={push: {repo_id: me/quickstart-slim}}"], "stages[4].push", "not available"),
+        (["stages[4]={push: {repo_id: me/quickstart-slim}}"], "stages[4].push", "no Hugging Face token"),
         (["model=/nonexistent/model"], "model", "cannot load '/nonexistent/model'"),
     ],
     ids=[
@@ -476,6 +476,8 @@ def bert_folder(tmp_path):
 )
 def test_invalid_run_fails_before_any_work(overrides, path, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(RecipeRunner, "_build_base", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)  # the push case needs "no token"
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     out = tmp_path / "out"
     code, stdout, err = cli(run_argv(out, overrides=[*REDUCED, *overrides]), capsys)
     assert code == 2
