@@ -13,19 +13,9 @@ import tempfile
 from torch import nn
 
 from .errors import HfSlimError
+from .export.onnx import PREPROCESSOR_FILES
 
 SAFE_MODEL_FILES = ("config.json", "generation_config.json")
-PREPROCESSOR_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-)
 ONNX_FILES = ("config.json", "ort_config.json", "quantization_report.json", *PREPROCESSOR_FILES)
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 ORT_CLASSES = {

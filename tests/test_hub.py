@@ -27,7 +27,7 @@ import torch
 import yaml
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import model_index_to_eval_results
-from tiny_models import build_model, make_dataset
+from tiny_models import QUICKSTART_REDUCED, build_model, make_dataset
 from transformers import AutoImageProcessor, AutoModelForImageClassification, ViTConfig, ViTImageProcessor
 
 import hf_slim
@@ -40,16 +40,7 @@ from hf_slim.recipes.schema import apply_overrides, load_recipe, read_recipe_fil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.yaml")
-# The quickstart recipe shrunk to a few seconds (as in tests/recipes/test_recipe_runner.py).
-REDUCED = [
-    "stages[0].finetune.num_train_epochs=1",
-    "stages[1].distill.num_train_epochs=1",
-    "stages[2].prune.num_samples=64",
-    "latency.repeats=2",
-    "latency.warmup=0",
-    "dataset.max_train_samples=200",
-    "dataset.max_eval_samples=100",
-]
+REDUCED = QUICKSTART_REDUCED
 TOKEN = "hf_TESTTOKEN_do_not_print_123"
 REPO = "me/quick-slim"
 # What a quickstart run publishes: the pruned PyTorch model at the root, the int8 ONNX model under onnx/.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from datasets import Dataset
 from transformers import (
@@ -131,3 +133,17 @@ def _auto_classes():
 
 
 AUTO_CLASSES = _auto_classes()  # model type -> the Auto class that loads its classification checkpoints
+
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUICKSTART_RECIPE = os.path.join(REPO_ROOT, "recipes", "quickstart.yaml")
+# The quickstart recipe shrunk to a few seconds: one epoch on 200 rows, 100 eval rows, two latency repeats.
+QUICKSTART_REDUCED = [
+    "stages[0].finetune.num_train_epochs=1",
+    "stages[1].distill.num_train_epochs=1",
+    "stages[2].prune.num_samples=64",
+    "latency.repeats=2",
+    "latency.warmup=0",
+    "dataset.max_train_samples=200",
+    "dataset.max_eval_samples=100",
+]

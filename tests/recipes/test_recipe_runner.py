@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_models import QUICKSTART_REDUCED
 from transformers import AutoModelForImageClassification, BertConfig, TrainerCallback
 
 import hf_slim
@@ -22,16 +23,7 @@ from hf_slim.recipes.schema import RecipeError, load_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUICKSTART = os.path.join(ROOT, "recipes", "quickstart.yaml")
-# The quickstart recipe shrunk to a few seconds: one epoch on 200 rows, 100 eval rows, two latency repeats.
-REDUCED = [
-    "stages[0].finetune.num_train_epochs=1",
-    "stages[1].distill.num_train_epochs=1",
-    "stages[2].prune.num_samples=64",
-    "latency.repeats=2",
-    "latency.warmup=0",
-    "dataset.max_train_samples=200",
-    "dataset.max_eval_samples=100",
-]
+REDUCED = QUICKSTART_REDUCED
 STAGES = [
     "stage-0-base",
     "stage-1-finetune",
