@@ -7,6 +7,7 @@ from .distill import (
     DistillationConfig,
     DistillationTrainer,
     attention_loss,
+    augment_texts,
     cache_teacher_logits,
     hidden_state_loss,
     init_student_from_teacher,

@@ -1,3 +1,4 @@
+from .augment import augment_texts
 from .cache import cache_teacher_logits
 from .config import DistillationConfig, uniform_layer_map
 from .losses import attention_loss, hidden_state_loss, kd_loss
@@ -8,6 +9,7 @@ __all__ = [
     "DistillationConfig",
     "DistillationTrainer",
     "attention_loss",
+    "augment_texts",
     "cache_teacher_logits",
     "evenly_spaced_layers",
     "hidden_state_loss",
