@@ -200,6 +200,29 @@ def test_compute_loss_matches_hand_computed_reference(tmp_path):
     assert not torch.allclose(per_sample.sum() / 8, per_sample.mean())
 
 
+def test_unlabelled_rows_get_only_the_soft_target_loss(tmp_path):
+    # Teacher-labelled augmented text carries label -100: no CE, only alpha * KD, and it still counts as a sample.
+    teacher = bert(num_layers=4, seed=0)
+    with torch.no_grad():
+        teacher.classifier.weight.mul_(50)
+    student = bert(num_layers=2, seed=1)
+    alpha, temperature = 0.3, 3.0
+    trainer = DistillationTrainer(
+        model=student, args=make_args(tmp_path, alpha_kd=alpha, temperature=temperature), teacher_model=teacher
+    )
+    batch = with_labels("bert", batch_size=4)
+    student.train()
+    full = reference_per_sample_loss(student, teacher, batch, alpha, temperature).float()
+    kd_only = reference_per_sample_loss(student, teacher, batch, 1.0, temperature).float() * alpha
+    batch["labels"][2:] = -100
+    expected = torch.cat([full[:2], kd_only[2:]])
+
+    loss = trainer.compute_loss(student, batch, num_items_in_batch=torch.tensor(4))
+    torch.testing.assert_close(loss.detach(), expected.sum() / 4, rtol=1e-5, atol=1e-6)
+    # The Trainer's count of items includes the unlabelled rows.
+    assert trainer._get_num_items_in_batch([batch], torch.device("cpu")).item() == 4
+
+
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     def train_one_step(output_dir, batch_size, accumulation):
         teacher = bert(num_layers=4, seed=0)
