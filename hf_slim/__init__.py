@@ -77,6 +77,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "__version__",
     "attention_loss",
+    "augment_texts",
     "build_compute_metrics",
     "cache_teacher_logits",
     "classification_metrics",

@@ -248,6 +248,7 @@ class RecipeRunner:
         options = dict(stage.options)
         student_spec = options.pop("student")
         cache = options.pop("cache_teacher_logits", False)
+        augment = options.pop("augment_text", 0)
         teacher = from_pretrained(self.recipe.teacher) if self.recipe.teacher else model
         if "model" in student_spec:
             student = from_pretrained(student_spec["model"])
@@ -255,6 +256,8 @@ class RecipeRunner:
             student = init_student_from_teacher(teacher, **student_spec)
         args = self._training_args(DistillationConfig, stage, options)
         train = self.data["train"]
+        if augment:
+            train = self._with_augmented_text(train, augment)
         if cache and not args.uses_teacher_internals:
             train = cache_teacher_logits(
                 teacher, train, data_collator=self.collator, column=args.teacher_logits_column
@@ -266,6 +269,24 @@ class RecipeRunner:
         self._train(trainer, args)
         trainer.save_model(out)
         return Artifact(out, "pytorch")
+
+    def _with_augmented_text(self, train, num_per_text: int):
+        """The train split plus `num_per_text` perturbed copies of each train text, labelled -100 (soft targets)."""
+        from datasets import Dataset, DatasetDict, Value, concatenate_datasets
+
+        from ..distill import augment_texts
+        from .data import preprocess
+
+        spec = self.recipe.dataset
+        texts = augment_texts(self.raw_data["train"][spec.text_column], num_per_text, seed=self.recipe.seed)
+        extra = Dataset.from_dict({spec.text_column: texts, spec.label_column: [-100] * len(texts)})
+        extra = preprocess(DatasetDict({"train": extra}), spec, self.recipe.task, self.processor)["train"]
+        labels = Value("int64")
+        train = train.cast_column("labels", labels)
+        extra = extra.cast_column("labels", labels).cast(train.features)
+        logger.info("Distilling on %d train rows + %d perturbed copies (augment_text=%d)", len(train), len(extra),
+                    num_per_text)  # fmt: skip
+        return concatenate_datasets([train, extra])
 
     def _prune(self, stage: Stage, model, out: str) -> Artifact:
         options = dict(stage.options)

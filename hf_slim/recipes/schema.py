@@ -48,7 +48,7 @@ _RESERVED = {"output_dir"}  # set by the runner
 TRAINING_OPTIONS = {k: v for k, v in _fields(DistillationConfig).items() if k not in _RESERVED}
 PRUNING_OPTIONS = {k: v for k, v in _fields(PruningConfig).items() if k not in _RESERVED}
 STUDENT_OPTIONS = {"num_layers": int, "layers": list[int], "model": str}
-DISTILL_EXTRA = {"student": dict, "cache_teacher_logits": bool}
+DISTILL_EXTRA = {"student": dict, "cache_teacher_logits": bool, "augment_text": int}
 POST_TRAINING_OPTIONS = {
     "method": str,
     "flops_ratio": float,
@@ -301,6 +301,15 @@ def _validate(raw: dict, source: str | None) -> Recipe:
         stage_path = f"{path}.{kind}"
         options = _validate_stage(kind, options, stage_path)
         stages.append(Stage(index=position + 1, kind=kind, options=options))
+    for stage in stages:
+        if stage.options.get("augment_text"):
+            if TASK_MODALITY[task] != "text":
+                raise _err(f"{stage.path}.augment_text", f"perturbs text; this recipe's task is {task}.")
+            if spec.text_pair_column:
+                raise _err(
+                    f"{stage.path}.augment_text",
+                    "perturbs single texts; this dataset has text pairs (dataset.text_pair_column). Remove it.",
+                )
     _check_order(stages, raw)
     return Recipe(
         model=model,
@@ -350,7 +359,18 @@ def _validate_stage(kind: str, options: Any, path: str) -> dict:
         _check_options(student, STUDENT_OPTIONS, f"{path}.student")
         if len(student) != 1:
             raise _err(f"{path}.student", f"give exactly one of num_layers, layers or model; got {sorted(student)}.")
-        _dry_config(DistillationConfig, {k: v for k, v in options.items() if k not in DISTILL_EXTRA}, path)
+        config = _dry_config(DistillationConfig, {k: v for k, v in options.items() if k not in DISTILL_EXTRA}, path)
+        augment = options.get("augment_text", 0)
+        if augment < 0:
+            raise _err(
+                f"{path}.augment_text", f"must be >= 0 (perturbed copies per train text; 0 = off), got {augment}."
+            )
+        if augment and config is not None and config.alpha_kd == 0 and not config.uses_teacher_internals:
+            raise _err(
+                f"{path}.augment_text",
+                "the perturbed copies have no labels and are learnt from the teacher only, but alpha_kd is 0 and no "
+                "hidden/attention loss is on; set alpha_kd > 0 or remove augment_text.",
+            )
         return options
     if kind == "prune":
         method = (options or {}).get("method", "gradual")
@@ -385,13 +405,13 @@ def _fields_of_training_arguments() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainingArguments)}
 
 
-def _dry_config(cls, options: dict, path: str) -> None:
+def _dry_config(cls, options: dict, path: str):
     """Build the config once to run its own validation (values, not just types), mapping errors to the YAML path."""
     import tempfile
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            cls(output_dir=tmp, report_to=[], use_cpu=True, **options)
+            return cls(output_dir=tmp, report_to=[], use_cpu=True, **options)
     except (ValueError, TypeError) as err:
         raise _err(path, str(err)) from None
 
