@@ -200,11 +200,13 @@ class Benchmark:
         repeats: int = 30,
         warmup: int = 10,
         meta: dict | None = None,
+        validation_dataset=None,
     ) -> dict:
         """Measure every row of this run in one process and write the report; returns it.
 
-        `test_dataset` may be a function of the row name, for rows that need their own preprocessing (a trimmed
-        vocabulary needs its own tokenizer).
+        `test_dataset` (and `validation_dataset`, used for model selection and reported in the notes of PyTorch
+        rows) may be a function of the row name, for rows that need their own preprocessing (a trimmed vocabulary
+        needs its own tokenizer).
         """
         names = list(dict.fromkeys(self.order))
         models = {
@@ -227,6 +229,11 @@ class Benchmark:
                 if f.endswith((".safetensors", ".onnx"))
             ]
             notes = []
+            if validation_dataset is not None and result["kind"] == "pytorch":
+                data = validation_dataset(name) if callable(validation_dataset) else validation_dataset
+                value = hf_slim.evaluate(self.path(name), data, data_collator=data_collator)[metric_name]
+                result["validation_" + metric_name] = value
+                notes.append(f"validation {metric_name} {value:.4f}")
             if result.get("steps"):
                 notes.append(f"{result['steps']} steps, median step {result['step_ms']:.0f} ms")
             pytorch = result["kind"] == "pytorch"

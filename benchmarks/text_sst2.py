@@ -19,7 +19,7 @@ For each: test accuracy, retention vs the teacher, parameters, size on disk, lat
 after warm-up, same threads, one process) and the stage's wall-clock time; plus the step time of distillation with
 cached logits and with the teacher online, relative to plain fine-tuning. Rows are cached in the output dir by the
 settings that built them (see benchmarks/common.py), so a re-run only redoes what changed. The validation split is
-not used for training; model choices were made on it, never on test.
+not used for training; its accuracy is reported in the notes of PyTorch rows for model selection (never test).
 """
 
 from __future__ import annotations
@@ -69,12 +69,13 @@ def main() -> None:
 
     model_path = args.model or default_model()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    files = {s: os.path.join(args.data, f"{s}.csv") for s in ("train", "test")}
+    files = {s: os.path.join(args.data, f"{s}.csv") for s in ("train", "validation", "test")}
     raw = load_dataset("csv", data_files=files)
     if args.max_train_samples:
         raw["train"] = raw["train"].shuffle(seed=42).select(range(args.max_train_samples))
     if args.max_test_samples:
-        raw["test"] = raw["test"].select(range(args.max_test_samples))
+        for split in ("validation", "test"):
+            raw[split] = raw[split].select(range(min(args.max_test_samples, len(raw[split]))))
 
     def encode(dataset, tok=tokenizer):
         return dataset.map(
@@ -153,20 +154,21 @@ def main() -> None:
     bench.step_times(student, {**student_args, **kd}, data["train"], kd_train(), collator, teacher, steps=40)
 
     @functools.cache
-    def test_split(name):
-        # Rows with a trimmed vocabulary carry their own tokenizer; the test text is encoded with it.
+    def split_for(name, split):
+        # Rows with a trimmed vocabulary carry their own tokenizer; the text is encoded with it.
         row_tokenizer = AutoTokenizer.from_pretrained(bench.path(name))
         if row_tokenizer.vocab_size == tokenizer.vocab_size:
-            return data["test"]
-        return encode(raw["test"], row_tokenizer).rename_column("label", "labels")
+            return data[split]
+        return encode(raw[split], row_tokenizer).rename_column("label", "labels")
 
     # Synthetic token ids valid in every row's vocabulary (the trimmed one is the smallest).
     smallest_vocab = bench.results["student-kd-pruned-vocab"]["vocab_size"][1]
     ids = torch.randint(min(1000, smallest_vocab // 2), smallest_vocab, (1, args.max_length))
     spec = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     bench.finish(
-        spec, test_split, collator, title="SST-2 (test split)", repeats=args.repeats,
+        spec, lambda name: split_for(name, "test"), collator, title="SST-2 (test split)", repeats=args.repeats,
         meta={"model": model_path, "max_length": args.max_length},
+        validation_dataset=lambda name: split_for(name, "validation"),
     )  # fmt: skip
 
 
