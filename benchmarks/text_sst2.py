@@ -28,6 +28,7 @@ import argparse
 import functools
 import math
 import os
+import sys
 
 import torch
 from common import SHARED_DATA, Benchmark
@@ -167,7 +168,7 @@ def main() -> None:
     spec = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
     bench.finish(
         spec, lambda name: split_for(name, "test"), collator, title="SST-2 (test split)", repeats=args.repeats,
-        meta={"model": model_path, "max_length": args.max_length},
+        meta={"model": model_path, "max_length": args.max_length, "command": "python " + " ".join(sys.argv)},
         validation_dataset=lambda name: split_for(name, "validation"),
     )  # fmt: skip
 

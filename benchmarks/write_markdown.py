@@ -1,0 +1,135 @@
+"""Write BENCHMARKS.md from the benchmark scripts' own reports (no number is typed by hand).
+
+    python benchmarks/write_markdown.py [--text outputs/bench-sst2] [--image outputs/bench-mnist]
+        [--speech outputs/bench-fsdd] [--output BENCHMARKS.md]
+
+For every task whose `report.json` exists it copies the report and its `tradeoff.png` to `benchmarks/results/`,
+renders the table, the validation accuracy and step counts of trained rows, the step-time comparison, each row
+against the task's targets, and the hand-written analysis in `benchmarks/notes/<task>.md` (setup and findings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+from hf_slim.io import write_json_atomic
+from hf_slim.recipes.report import format_markdown_table
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# task: (title, script, default output dir, targets: batch-1 speed-up, times smaller, retention)
+TASKS = {
+    "text": ("Text: SST-2, MiniLM-L6-H384 teacher", "text_sst2.py", "outputs/bench-sst2", (10, 10, 0.985)),
+    "image": (
+        "Image: MNIST-10k, ViT teacher trained from scratch", "image_mnist.py", "outputs/bench-mnist", (8, 8, 0.99)
+    ),
+    "speech": (
+        "Speech: FSDD spoken digits, Wav2Vec2 teacher trained from scratch", "speech_fsdd.py", "outputs/bench-fsdd",
+        (5, 5, 0.98),
+    ),
+}  # fmt: skip
+
+
+def mark(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def targets_table(report: dict, targets: tuple[float, float, float]) -> str:
+    speed, size, retention = targets
+    lines = [
+        f"| row | batch-1 speed-up (≥{speed}x) | smaller (≥{size}x) | retention (≥{100 * retention:.1f}%) "
+        "| all three |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for row in report["rows"][1:]:
+        s, z, r = row["speedup"].get("1"), row["smaller"], row["retention"]
+        ok = [x is not None and x >= t for x, t in ((s, speed), (z, size), (r, retention))]
+        lines.append(
+            f"| {row['stage']} | {s:.2f}x {mark(ok[0])} | {z:.2f}x {mark(ok[1])} | {100 * r:.1f}% {mark(ok[2])} | "
+            f"{'**yes**' if all(ok) else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def section(task: str, directory: str) -> str:
+    title, script, _, targets = TASKS[task]
+    with open(os.path.join(directory, "report.json")) as f:
+        report = json.load(f)
+    results = os.path.join(HERE, "results")
+    os.makedirs(results, exist_ok=True)
+    write_json_atomic(os.path.join(results, f"{task}_report.json"), report)
+    plot = os.path.join(directory, "tradeoff.png")
+    parts = [f"## {title}", ""]
+    command = report["meta"].get("command") or f"python benchmarks/{script}"
+    total = sum(row["seconds"] or 0 for row in report["rows"]) / 60
+    parts += ["```bash", command, "```", ""]
+    parts += [f"All rows built in {total:.0f} minutes of stage time (sum of the `time s` column)."]
+    notes = os.path.join(HERE, "notes", f"{task}.md")
+    if os.path.isfile(notes):
+        with open(notes) as f:
+            parts += ["", f.read().strip()]
+    parts += ["", "### Results (test split)", "", format_markdown_table(report), ""]
+    trained = [f"- `{row['stage']}`: {row['notes']}" for row in report["rows"] if row.get("notes")]
+    if trained:
+        parts += ["Trained rows (validation metric for model selection; optimizer steps; median step time):", ""]
+        parts += trained + [""]
+    steps = report.get("step_times")
+    if steps:
+        parts += [
+            "Step time of the same student on the same batches (median of "
+            f"{steps['steps']} optimizer steps after 5 skipped): plain fine-tuning {steps['plain_ms']:.0f} ms; "
+            f"distillation from cached teacher logits {steps['kd_cached_logits_ms']:.0f} ms "
+            f"(**{steps['kd_cached_logits_ratio']:.2f}x**, target ≤1.10x); with the teacher run online "
+            f"{steps['kd_online_teacher_ms']:.0f} ms ({steps['kd_online_teacher_ratio']:.2f}x).",
+            "",
+        ]
+    parts += ["### Against the targets", "", targets_table(report, targets), ""]
+    if os.path.isfile(plot):
+        shutil.copyfile(plot, os.path.join(results, f"{task}_tradeoff.png"))
+        parts += [f"![{title}: accuracy vs latency](benchmarks/results/{task}_tradeoff.png)", ""]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for task, (_, _, default, _) in TASKS.items():
+        parser.add_argument(f"--{task}", default=default, help=f"Output dir of the {task} benchmark.")
+    parser.add_argument("--output", default="BENCHMARKS.md")
+    args = parser.parse_args()
+    found = {t: getattr(args, t) for t in TASKS if os.path.isfile(os.path.join(getattr(args, t), "report.json"))}
+    if not found:
+        raise SystemExit("No report.json found; run the benchmark scripts first.")
+    with open(os.path.join(next(iter(found.values())), "report.json")) as f:
+        meta = json.load(f)["meta"]
+    versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())
+    head = [
+        "# Benchmarks",
+        "",
+        "What hf_slim buys on real data, per modality. Every number below is copied by `benchmarks/write_markdown.py`",
+        "from the `report.json` the benchmark scripts wrote; the setup and analysis under each task are hand-written.",
+        "",
+        f"Hardware: {meta.get('cpu_count')} CPU cores ({meta.get('cpu')}), no GPU; latency with "
+        f"{meta.get('threads')} threads, all models of a task measured in one process (median after warm-up, "
+        f"PyTorch fp32 teacher = 1.00x). Versions: {versions}.",
+        "",
+    ]
+    intro = os.path.join(HERE, "notes", "intro.md")
+    if os.path.isfile(intro):
+        with open(intro) as f:
+            head += [f.read().strip(), ""]
+    body = [section(task, directory) for task, directory in found.items()]
+    missing = [TASKS[t][0] for t in TASKS if t not in found]
+    if missing:
+        body.append("Not run yet: " + "; ".join(missing) + ".\n")
+    text = "\n".join(head) + "\n" + "\n".join(body)
+    tmp = args.output + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text.rstrip() + "\n")
+    os.replace(tmp, args.output)
+    print(f"Wrote {args.output} ({', '.join(found)})")
+
+
+if __name__ == "__main__":
+    main()
