@@ -10,9 +10,11 @@ same threads for every model), and writes `report.json`, `report.md` and `tradeo
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -61,6 +63,9 @@ class Benchmark:
         self.output_dir = output_dir
         self.processor = processor
         os.makedirs(output_dir, exist_ok=True)
+        # Stages killed mid-build (SIGKILL/SIGTERM skip the cleanup of atomic_directory) leave their temp folders.
+        for stale in glob.glob(os.path.join(output_dir, ".*.tmp-*")) + glob.glob(os.path.join(output_dir, ".*.old-*")):
+            shutil.rmtree(stale, ignore_errors=True)
         self.results_path = os.path.join(output_dir, "results.json")
         self.results: dict[str, dict] = {}
         if os.path.isfile(self.results_path):
