@@ -120,9 +120,14 @@ def main() -> None:
         with open(intro) as f:
             head += [f.read().strip(), ""]
     body = [section(task, directory) for task, directory in found.items()]
-    missing = [TASKS[t][0] for t in TASKS if t not in found]
-    if missing:
-        body.append("Not run yet: " + "; ".join(missing) + ".\n")
+    for task in TASKS:
+        if task in found:
+            continue
+        body.append(f"## {TASKS[task][0]} (not measured yet)\n")
+        notes = os.path.join(HERE, "notes", f"{task}.md")
+        if os.path.isfile(notes):
+            with open(notes) as f:
+                body.append(f.read().strip() + "\n")
     text = "\n".join(head) + "\n" + "\n".join(body)
     tmp = args.output + ".tmp"
     with open(tmp, "w") as f:
