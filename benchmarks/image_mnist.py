@@ -52,7 +52,7 @@ class ImageCollator:
     background filled in.
     """
 
-    def __init__(self, augment: bool = False, degrees: float = 12.0, translate: float = 0.12, scale=(0.9, 1.1)):
+    def __init__(self, augment: bool = False, degrees: float = 8.0, translate: float = 0.05, scale=(0.9, 1.1)):
         self.augment = augment
         self.degrees = degrees
         self.translate = translate
@@ -157,13 +157,13 @@ def parse_args(argv=None):
     parser.add_argument("--validation", type=int, default=0, help="Evaluate on the last N (shuffled) train images.")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--teacher-epochs", type=float, default=15)
+    parser.add_argument("--teacher-epochs", type=float, default=30)
     parser.add_argument("--teacher-lr", type=float, default=1e-3)
     parser.add_argument("--student-epochs", type=float, default=10)
-    parser.add_argument("--student-lr", type=float, default=5e-4)
+    parser.add_argument("--student-lr", type=float, default=1e-3)
     parser.add_argument("--prune-epochs", type=float, default=6)
     parser.add_argument("--patch-size", type=int, default=4)
-    parser.add_argument("--hidden-size", type=int, default=192)
+    parser.add_argument("--hidden-size", type=int, default=96)
     parser.add_argument("--heads", type=int, default=6)
     parser.add_argument("--teacher-layers", type=int, default=6)
     parser.add_argument("--student-layers", type=int, default=2)
@@ -172,6 +172,7 @@ def parse_args(argv=None):
     parser.add_argument("--hidden-weight", type=float, default=1.0)
     parser.add_argument("--prune-heads", type=float, default=0.5)
     parser.add_argument("--prune-ffn", type=float, default=0.5)
+    parser.add_argument("--prune-end", type=float, default=0.4, help="Share of the pruning run spent pruning.")
     parser.add_argument("--no-augment", action="store_true", help="Train on the images as they are.")
     return parser.parse_args(argv)
 
@@ -219,7 +220,11 @@ def main(argv=None) -> None:
     )  # fmt: skip
 
     # -- distilled + pruned (heads and FFN neurons, gradually) ----------------------------------------------------
-    prune = {"target_heads": args.prune_heads, "target_ffn": args.prune_ffn, "pruning_frequency": 25, **kd}
+    steps = math.ceil(args.prune_epochs * (len(train) // args.batch_size))
+    prune = {
+        "target_heads": args.prune_heads, "target_ffn": args.prune_ffn, "pruning_frequency": 25,
+        "pruning_end_step": max(1, int(args.prune_end * steps)), **kd,
+    }  # fmt: skip
     bench.train(
         "student-kd-pruned", lambda: hf_slim.from_pretrained(bench.path("student-kd")),
         training_args(args.prune_epochs, args.student_lr, args.batch_size, **prune), train, augment, teacher=teacher,
