@@ -48,8 +48,10 @@ class _ProjectionGradients(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         # Trainer clips only the model's gradients; clip the projections' with the same bound.
-        if args.max_grad_norm is not None and args.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.projections.parameters(), args.max_grad_norm)
+        parameters = list(self.projections.parameters())
+        # Equal widths need no projections: clipping nothing would only warn ("empty generator").
+        if parameters and args.max_grad_norm is not None and args.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, args.max_grad_norm)
 
     def on_step_end(self, args, state, control, **kwargs):
         self.projections.zero_grad(set_to_none=True)

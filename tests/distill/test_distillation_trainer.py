@@ -550,3 +550,14 @@ def test_projection_gradients_are_cleared_after_each_optimizer_step(tmp_path):
     assert all(p.grad is None or not p.grad.any() for p in student.parameters())
     for name, param in trainer.projections.named_parameters():
         assert param.grad is None or not param.grad.any(), f"projection {name} kept a stale gradient"
+
+
+def test_hidden_kd_between_equal_widths_trains_without_an_empty_clipping_warning(tmp_path, recwarn):
+    teacher, student = bert(num_layers=4, seed=0), bert(num_layers=2, seed=1)
+    args = make_args(tmp_path, hidden_weight=1.0, max_grad_norm=1.0)
+    trainer = DistillationTrainer(
+        model=student, args=args, teacher_model=teacher, train_dataset=make_dataset("bert", num_rows=8)
+    )
+    assert len(list(trainer.projections.parameters())) == 0
+    trainer.train()
+    assert not [w for w in recwarn if "empty generator" in str(w.message)]
