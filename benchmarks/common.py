@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 import hf_slim
 from hf_slim.io import atomic_directory, write_json_atomic
@@ -125,6 +125,7 @@ class Benchmark:
         def build(tmp):
             dataset = train_dataset() if callable(train_dataset) else train_dataset
             timer = StepTimer()
+            set_seed(args.get("seed", 42))  # new heads (classifier, projections) init from the seed
             trainer = trainer_cls(
                 model=model_fn(),
                 args=config_cls(

@@ -11,6 +11,7 @@ Rows:
 - `student-kd`: the same student, same optimizer steps, distilled: soft targets of the teacher on the train split
   plus perturbed copies of it (`hf_slim.augment_texts`), with cached teacher logits;
 - `student-kd-pruned`: + half the attention heads and FFN neurons pruned gradually, still distilled;
+- `student-pruned-no-kd`: the same pruning (same steps) of `student-no-kd` on the labels only, without a teacher;
 - `student-kd-pruned-vocab`: + the vocabulary trimmed to the tokens of the train split (`prune_vocabulary`);
 - `student-kd-pruned-int8`, `student-kd-pruned-vocab-int8`: dynamic int8 ONNX of the two;
 - `teacher-prune-to-target`: `prune_to_target` on the teacher, 50% of the FLOPs, without retraining.
@@ -66,6 +67,9 @@ def main() -> None:
     parser.add_argument("--max-train-samples", type=int, default=None)
     parser.add_argument("--max-test-samples", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--seed", type=int, default=42, help="Training seed of every row (head init, data order, dropout): replicates."
+    )
     args = parser.parse_args()
 
     model_path = args.model or default_model()
@@ -90,7 +94,7 @@ def main() -> None:
         "model": model_path, "max_length": args.max_length, "train_rows": len(data["train"]),
         "max_train_samples": args.max_train_samples,
     }  # fmt: skip
-    base = dict(per_device_train_batch_size=32, warmup_ratio=0.1, weight_decay=0.01, seed=42)
+    base = dict(per_device_train_batch_size=32, warmup_ratio=0.1, weight_decay=0.01, seed=args.seed)
 
     bench.train(
         "teacher", lambda: AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2),
@@ -132,6 +136,14 @@ def main() -> None:
         {**base, **kd, "max_steps": prune_steps, "learning_rate": 5e-5, "target_heads": 0.5, "target_ffn": 0.5,
          "pruning_frequency": 20},
         kd_train, collator, teacher=teacher, pruning=True, after=["student-kd"], describe=kd_describe,
+    )  # fmt: skip
+
+    # The same pruning without a teacher, from the no-KD student: what distillation buys once the model is compressed.
+    bench.train(
+        "student-pruned-no-kd", lambda: hf_slim.from_pretrained(bench.path("student-no-kd")),
+        {**base, "alpha_kd": 0.0, "max_steps": prune_steps, "learning_rate": 5e-5, "target_heads": 0.5,
+         "target_ffn": 0.5, "pruning_frequency": 20},
+        data["train"], collator, pruning=True, after=["student-no-kd"], describe=kd_describe,
     )  # fmt: skip
 
     def trim_vocabulary(tmp):

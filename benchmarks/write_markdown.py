@@ -1,7 +1,7 @@
 """Write BENCHMARKS.md from the benchmark scripts' own reports (no number is typed by hand).
 
     python benchmarks/write_markdown.py [--text outputs/bench-sst2] [--image outputs/bench-mnist]
-        [--speech outputs/bench-fsdd] [--output BENCHMARKS.md]
+        [--speech outputs/bench-fsdd] [--replicate text=outputs/bench-sst2-seed1 ...] [--output BENCHMARKS.md]
 
 For every task whose `report.json` exists it copies the report and its `tradeoff.png` to `benchmarks/results/`,
 renders the table, the validation accuracy and step counts of trained rows, the step-time comparison, each row
@@ -53,7 +53,32 @@ def targets_table(report: dict, targets: tuple[float, float, float]) -> str:
     return "\n".join(lines)
 
 
-def section(task: str, directory: str) -> str:
+def run_seed(report: dict) -> str:
+    seeds = {stage.get("config", {}).get("args", {}).get("seed") for stage in report["stages"].values()}
+    seeds.discard(None)
+    return ", ".join(str(s) for s in sorted(seeds)) or "?"
+
+
+def replicates_table(reports: list[dict]) -> str:
+    """Test and validation metric of every trained row, one column pair per run (runs differ by training seed)."""
+    names = [row["stage"] for row in reports[0]["rows"] if row["kind"] == "pytorch"]
+    header = "| row | " + " | ".join(f"seed {run_seed(r)} test | seed {run_seed(r)} validation" for r in reports)
+    lines = [header + " | mean test | mean validation |", "|---|" + "---:|" * (2 * len(reports) + 2)]
+    for name in names:
+        cells, tests, vals = [], [], []
+        for report in reports:
+            row = next((r for r in report["rows"] if r["stage"] == name), None)
+            test = row["metric"] if row else None
+            val = report["stages"].get(name, {}).get("validation_" + report["rows"][0]["metric_name"])
+            cells += [f"{100 * x:.2f}%" if x is not None else "–" for x in (test, val)]
+            tests += [test] if test is not None else []
+            vals += [val] if val is not None else []
+        means = [f"{100 * sum(x) / len(x):.2f}%" if len(x) == len(reports) else "–" for x in (tests, vals)]
+        lines.append(f"| {name} | " + " | ".join(cells + means) + " |")
+    return "\n".join(lines)
+
+
+def section(task: str, directory: str, replicates: list[str] = ()) -> str:
     title, script, _, targets = TASKS[task]
     with open(os.path.join(directory, "report.json")) as f:
         report = json.load(f)
@@ -85,6 +110,20 @@ def section(task: str, directory: str) -> str:
             f"{steps['kd_online_teacher_ms']:.0f} ms ({steps['kd_online_teacher_ratio']:.2f}x).",
             "",
         ]
+    if replicates:
+        others = []
+        for other in replicates:
+            with open(os.path.join(other, "report.json")) as f:
+                others.append(json.load(f))
+        parts += [
+            "### Replicates",
+            "",
+            "The trained rows again, from whole runs of the same command that differ only in `--seed` (head "
+            "initialisation, data order, dropout), to tell effects from noise:",
+            "",
+            replicates_table([report, *others]),
+            "",
+        ]
     parts += ["### Against the targets", "", targets_table(report, targets), ""]
     if os.path.isfile(plot):
         shutil.copyfile(plot, os.path.join(results, f"{task}_tradeoff.png"))
@@ -96,6 +135,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for task, (_, _, default, _) in TASKS.items():
         parser.add_argument(f"--{task}", default=default, help=f"Output dir of the {task} benchmark.")
+    parser.add_argument(
+        "--replicate",
+        action="append",
+        default=[],
+        metavar="TASK=DIR",
+        help="Output dir of a run of the same task with another --seed (repeatable); adds a replicates table.",
+    )
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
     found = {t: getattr(args, t) for t in TASKS if os.path.isfile(os.path.join(getattr(args, t), "report.json"))}
@@ -119,7 +165,13 @@ def main() -> None:
     if os.path.isfile(intro):
         with open(intro) as f:
             head += [f.read().strip(), ""]
-    body = [section(task, directory) for task, directory in found.items()]
+    replicates: dict[str, list[str]] = {}
+    for item in args.replicate:
+        task, sep, directory = item.partition("=")
+        if not sep or task not in TASKS or not os.path.isfile(os.path.join(directory, "report.json")):
+            raise SystemExit(f"--replicate {item!r}: expected TASK=DIR with TASK in {list(TASKS)} and DIR/report.json")
+        replicates.setdefault(task, []).append(directory)
+    body = [section(task, directory, replicates.get(task, [])) for task, directory in found.items()]
     for task in TASKS:
         if task in found:
             continue
