@@ -17,6 +17,7 @@ pretrained image weights are reachable offline, so the teacher is a ViT trained 
   (`PruningTrainer`, pruning in the first 40% of 10 epochs, recovering in the rest), still distilled from the
   teacher;
 - `student-kd-pruned-int8`: its dynamic int8 ONNX;
+- `student-pruned-no-kd`: the same pruning of `student-no-kd` on the labels only, without a teacher;
 - `teacher-prune-to-target`: `prune_to_target` on the teacher to 50% of its FLOPs, without retraining.
 
 Every training run sees randomly rotated (up to 8 degrees), scaled (0.9-1.1) and shifted (up to 5% of the side)
@@ -239,6 +240,13 @@ def main(argv=None) -> None:
         pruning=True, after=["student-kd", "teacher"], describe=data_info,
     )  # fmt: skip
     bench.int8("student-kd-pruned-int8", "student-kd-pruned")
+    # The same pruning without a teacher, from the no-KD student: what distillation buys once the model is compressed.
+    no_kd_prune = {**prune, "alpha_kd": 0.0, "hidden_weight": 0.0}
+    bench.train(
+        "student-pruned-no-kd", lambda: hf_slim.from_pretrained(bench.path("student-no-kd")),
+        training_args(args.prune_epochs, args.student_lr, args.batch_size, **no_kd_prune), train, augment,
+        pruning=True, after=["student-no-kd"], describe=data_info,
+    )  # fmt: skip
 
     # -- post-training pruning of the teacher, no retraining -------------------------------------------------------
     calibration = DataLoader(train.select(range(min(1024, len(train)))), batch_size=8, collate_fn=plain)

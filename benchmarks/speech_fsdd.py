@@ -15,6 +15,7 @@ Rows:
 - `student-kd-pruned`: `PruningTrainer` from `student-kd`: half the heads and FFN neurons removed gradually while
   distilling from the teacher.
 - `student-kd-pruned-int8`: its ONNX int8.
+- `student-pruned-no-kd`: the same pruning of `student-no-kd` on the labels only, without a teacher.
 - `teacher-prune-to-target`: `prune_to_target` on the teacher (50% of the encoder FLOPs), no retraining.
 
 Also measured: training step time of plain fine-tuning vs distillation with cached teacher logits vs distillation
@@ -439,8 +440,8 @@ def main() -> None:
         model.freeze_feature_encoder()
         return model
 
-    def kd_student():
-        model = hf_slim.from_pretrained(bench.path("student-kd"))
+    def trained_student(name):
+        model = hf_slim.from_pretrained(bench.path(name))
         model.freeze_feature_encoder()
         return model
 
@@ -459,10 +460,17 @@ def main() -> None:
     )  # fmt: skip
     prune_args = hyper(args.prune_epochs, 5e-4, 16, **kd, target_heads=0.5, target_ffn=0.5, pruning_frequency=10)
     bench.train(
-        "student-kd-pruned", kd_student, prune_args, train, data_collator=train_collator(), teacher=teacher,
-        pruning=True, after=["student-kd", "teacher"], describe={"frozen_feature_encoder": True, **describe},
+        "student-kd-pruned", lambda: trained_student("student-kd"), prune_args, train, data_collator=train_collator(),
+        teacher=teacher, pruning=True, after=["student-kd", "teacher"],
+        describe={"frozen_feature_encoder": True, **describe},
     )  # fmt: skip
     bench.int8("student-kd-pruned-int8", "student-kd-pruned")
+    # The same pruning without a teacher, from the no-KD student: what distillation buys once the model is compressed.
+    bench.train(
+        "student-pruned-no-kd", lambda: trained_student("student-no-kd"), {**prune_args, "alpha_kd": 0.0}, train,
+        data_collator=train_collator(), pruning=True, after=["student-no-kd"],
+        describe={"frozen_feature_encoder": True, **describe},
+    )  # fmt: skip
     calibration = train.shuffle(seed=1).select(range(min(512, len(train))))
     bench.prune_to_target(
         "teacher-prune-to-target", "teacher", DataLoader(calibration, batch_size=8, collate_fn=plain_collator),
