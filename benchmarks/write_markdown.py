@@ -60,8 +60,8 @@ def run_seed(report: dict) -> str:
 
 
 def replicates_table(reports: list[dict]) -> str:
-    """Test and validation metric of every trained row, one column pair per run (runs differ by training seed)."""
-    names = [row["stage"] for row in reports[0]["rows"] if row["kind"] == "pytorch"]
+    """Test and validation metric of every row, one column pair per run (runs differ by training seed)."""
+    names = [row["stage"] for row in reports[0]["rows"]]
     header = "| row | " + " | ".join(f"seed {run_seed(r)} test | seed {run_seed(r)} validation" for r in reports)
     lines = [header + " | mean test | mean validation |", "|---|" + "---:|" * (2 * len(reports) + 2)]
     for name in names:
@@ -110,6 +110,12 @@ def section(task: str, directory: str, replicates: list[str] = ()) -> str:
             f"{steps['kd_online_teacher_ms']:.0f} ms ({steps['kd_online_teacher_ratio']:.2f}x).",
             "",
         ]
+    breakdown = os.path.join(directory, "latency_breakdown.md")
+    if os.path.isfile(breakdown):
+        with open(breakdown) as f:
+            table = f.read().strip().splitlines()
+        shutil.copyfile(breakdown, os.path.join(results, f"{task}_latency_breakdown.md"))
+        parts += ["### " + table[0].lstrip("# "), *table[1:], ""]
     if replicates:
         others = []
         for other in replicates:
@@ -118,8 +124,9 @@ def section(task: str, directory: str, replicates: list[str] = ()) -> str:
         parts += [
             "### Replicates",
             "",
-            "The trained rows again, from whole runs of the same command that differ only in `--seed` (head "
-            "initialisation, data order, dropout), to tell effects from noise:",
+            "Every row again, from whole runs of the same command that differ only in `--seed` (head "
+            "initialisation, data order, dropout), to tell effects from noise (validation is measured on PyTorch "
+            "rows only):",
             "",
             replicates_table([report, *others]),
             "",
