@@ -160,8 +160,9 @@ def main() -> None:
     head = [
         "# Benchmarks",
         "",
-        "What hf_slim buys on real data, per modality. Every number below is copied by `benchmarks/write_markdown.py`",
-        "from the `report.json` the benchmark scripts wrote; the setup and analysis under each task are hand-written.",
+        "What hf_slim buys on real data, per modality. Every table of results is rendered by",
+        "`benchmarks/write_markdown.py` from the `report.json` the benchmark scripts wrote; the summary, setup and",
+        "analysis texts are hand-written from those reports (`benchmarks/notes/`).",
         "",
         f"Hardware: {meta.get('cpu_count')} CPU cores ({meta.get('cpu')}), no GPU; latency with "
         f"{meta.get('threads')} threads, all models of a task measured in one process (median after warm-up, "
