@@ -78,11 +78,13 @@ def replicates_table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def section(task: str, directory: str, replicates: list[str] = ()) -> str:
+def section(task: str, directory: str, replicates: list[str] = (), results: str = "", link: str = "") -> str:
+    """Markdown of one task; copies its report, plot and latency breakdown to `results` (linked as `link`)."""
     title, script, _, targets = TASKS[task]
     with open(os.path.join(directory, "report.json")) as f:
         report = json.load(f)
-    results = os.path.join(HERE, "results")
+    results = results or os.path.join(HERE, "results")
+    link = link or "benchmarks/results"
     os.makedirs(results, exist_ok=True)
     write_json_atomic(os.path.join(results, f"{task}_report.json"), report)
     plot = os.path.join(directory, "tradeoff.png")
@@ -134,7 +136,7 @@ def section(task: str, directory: str, replicates: list[str] = ()) -> str:
     parts += ["### Against the targets", "", targets_table(report, targets), ""]
     if os.path.isfile(plot):
         shutil.copyfile(plot, os.path.join(results, f"{task}_tradeoff.png"))
-        parts += [f"![{title}: accuracy vs latency](benchmarks/results/{task}_tradeoff.png)", ""]
+        parts += [f"![{title}: accuracy vs latency]({link}/{task}_tradeoff.png)", ""]
     return "\n".join(parts)
 
 
@@ -150,6 +152,9 @@ def main() -> None:
         help="Output dir of a run of the same task with another --seed (repeatable); adds a replicates table.",
     )
     parser.add_argument("--output", default="BENCHMARKS.md")
+    parser.add_argument(
+        "--results-dir", default=os.path.join(HERE, "results"), help="Where reports and plots are copied."
+    )
     args = parser.parse_args()
     found = {t: getattr(args, t) for t in TASKS if os.path.isfile(os.path.join(getattr(args, t), "report.json"))}
     if not found:
@@ -179,7 +184,10 @@ def main() -> None:
         if not sep or task not in TASKS or not os.path.isfile(os.path.join(directory, "report.json")):
             raise SystemExit(f"--replicate {item!r}: expected TASK=DIR with TASK in {list(TASKS)} and DIR/report.json")
         replicates.setdefault(task, []).append(directory)
-    body = [section(task, directory, replicates.get(task, [])) for task, directory in found.items()]
+    link = os.path.relpath(args.results_dir, os.path.dirname(os.path.abspath(args.output))).replace(os.sep, "/")
+    body = [
+        section(task, directory, replicates.get(task, []), args.results_dir, link) for task, directory in found.items()
+    ]
     for task in TASKS:
         if task in found:
             continue
