@@ -90,9 +90,15 @@ def write_run(directory, seed, accuracies, latency, sizes, validation=None, plot
     os.makedirs(directory, exist_ok=True)
     rows = [
         StageRow(
-            stage=name, kind="onnx-int8" if name.endswith("int8") else "pytorch", path=name, parameters=None,
-            size_bytes=sizes[name], latency_ms={"1": latency[name], "32": 10 * latency[name]},
-            metric_name="accuracy", metric=acc, seconds=60.0,
+            stage=name,
+            kind="onnx-int8" if name.endswith("int8") else "pytorch",
+            path=name,
+            parameters=None,
+            size_bytes=sizes[name],
+            latency_ms={"1": latency[name], "32": 10 * latency[name]},
+            metric_name="accuracy",
+            metric=acc,
+            seconds=60.0,
         )  # fmt: skip
         for name, acc in accuracies.items()
     ]
